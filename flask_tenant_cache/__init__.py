@@ -1,0 +1,39 @@
+"""flask-tenant-cache: fast, correct multi-tenant resolution for Flask."""
+
+from __future__ import annotations
+
+from .errors import (
+    InvalidTenantIdentifier,
+    LoadTimeout,
+    MissingTenantIdentifier,
+    TenantLookupError,
+    TenantNotFound,
+)
+from .extension import TenantCache, current_resolver_version, current_tenant
+from .flags import FlagContext
+from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
+from .loaders import SQLAlchemyTenantLoader, TenantLoader
+from .resolvers import UnifiedCacheResolver
+from .tenant import Tenant
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FlagContext",
+    "InvalidIdentifier",
+    "InvalidTenantIdentifier",
+    "LoadTimeout",
+    "MissingTenantIdentifier",
+    "SQLAlchemyTenantLoader",
+    "Tenant",
+    "TenantCache",
+    "TenantIdentifier",
+    "TenantIdentifierValidator",
+    "TenantLoader",
+    "TenantLookupError",
+    "TenantNotFound",
+    "UnifiedCacheResolver",
+    "__version__",
+    "current_resolver_version",
+    "current_tenant",
+]

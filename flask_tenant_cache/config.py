@@ -1,0 +1,137 @@
+"""Every ``TENANT_CACHE_*`` key, its default, and its validation at ``init_app``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .identifiers import InvalidIdentifier, normalize_host
+
+__all__ = ["DEFAULTS", "Settings", "load_settings"]
+
+#: Every key with its default, in the order the docs list them.
+DEFAULTS: dict[str, Any] = {
+    "TENANT_CACHE_HEADER": "X-Tenant-ID",
+    "TENANT_CACHE_BASE_DOMAINS": [],
+    "TENANT_CACHE_REQUIRED": True,
+    "TENANT_CACHE_USE_V2": True,
+    "TENANT_CACHE_TTL": 300,
+    "TENANT_CACHE_NEGATIVE_TTL": 30,
+    "TENANT_CACHE_IDLE_TIMEOUT": 60,
+    "TENANT_CACHE_MAX_ENTRIES": 10_000,
+    "TENANT_CACHE_LOAD_TIMEOUT": 5,
+    "TENANT_CACHE_URL_PREFIX": "/_tenant-cache",
+    "TENANT_CACHE_ADMIN_TOKEN": None,
+}
+
+_HEADER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one app."""
+
+    header: str
+    header_environ_key: str
+    base_domains: tuple[str, ...]
+    required: bool
+    ttl: float
+    negative_ttl: float
+    idle_timeout: float | None
+    max_entries: int
+    load_timeout: float | None
+    url_prefix: str
+    admin_token: str | None
+
+
+def _fail(key: str, expected: str, value: Any) -> ValueError:
+    return ValueError(f"{key} must be {expected}, not {value!r}")
+
+
+def _number(config: Mapping[str, Any], key: str, *, positive: bool = False) -> float:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _fail(key, "a number of seconds >= 0", value)
+    if positive and value == 0:
+        raise _fail(key, "a number of seconds > 0", value)
+    return float(value)
+
+
+def _optional_seconds(config: Mapping[str, Any], key: str) -> float | None:
+    if config[key] is None:
+        return None
+    return _number(config, key, positive=True)
+
+
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise _fail(key, "True or False", value)
+    return value
+
+
+def _header(config: Mapping[str, Any]) -> str:
+    value = config["TENANT_CACHE_HEADER"]
+    if not isinstance(value, str) or not _HEADER_RE.fullmatch(value):
+        raise _fail("TENANT_CACHE_HEADER", "an HTTP header name such as 'X-Tenant-ID'", value)
+    return value
+
+
+def _base_domains(config: Mapping[str, Any]) -> tuple[str, ...]:
+    key = "TENANT_CACHE_BASE_DOMAINS"
+    value = config[key]
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _fail(key, "a list of domain names", value)
+    try:
+        return tuple(dict.fromkeys(normalize_host(v) for v in value))
+    except InvalidIdentifier as exc:
+        raise ValueError(f"{key} holds an invalid domain: {exc}") from None
+
+
+def _max_entries(config: Mapping[str, Any], key: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(key, "a whole number >= 1", value)
+    return value
+
+
+def _url_prefix(config: Mapping[str, Any]) -> str:
+    value = config["TENANT_CACHE_URL_PREFIX"]
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/"):
+        raise _fail("TENANT_CACHE_URL_PREFIX", "a path such as '/_tenant-cache'", value)
+    return value
+
+
+def _admin_token(config: Mapping[str, Any]) -> str | None:
+    value = config["TENANT_CACHE_ADMIN_TOKEN"]
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _fail("TENANT_CACHE_ADMIN_TOKEN", "None or a non-empty string", value)
+    return value
+
+
+def load_settings(config: MutableMapping[str, Any]) -> Settings:
+    """Fill in the defaults of ``config`` (an ``app.config``) and validate every key.
+
+    :raises ValueError: naming the first key whose value is invalid.
+    """
+    for key, default in DEFAULTS.items():
+        config.setdefault(key, list(default) if isinstance(default, list) else default)
+    _flag(config, "TENANT_CACHE_USE_V2")
+    header = _header(config)
+    return Settings(
+        header=header,
+        header_environ_key="HTTP_" + header.upper().replace("-", "_"),
+        base_domains=_base_domains(config),
+        required=_flag(config, "TENANT_CACHE_REQUIRED"),
+        ttl=_number(config, "TENANT_CACHE_TTL", positive=True),
+        negative_ttl=_number(config, "TENANT_CACHE_NEGATIVE_TTL"),
+        idle_timeout=_optional_seconds(config, "TENANT_CACHE_IDLE_TIMEOUT"),
+        max_entries=_max_entries(config, "TENANT_CACHE_MAX_ENTRIES"),
+        load_timeout=_optional_seconds(config, "TENANT_CACHE_LOAD_TIMEOUT"),
+        url_prefix=_url_prefix(config),
+        admin_token=_admin_token(config),
+    )

@@ -1,0 +1,300 @@
+"""The ``TenantCache`` extension: the before_request hook, admin policy and per-app state."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, current_app, g, request
+from werkzeug.local import LocalProxy
+
+from . import signals
+from .config import Settings, load_settings
+from .errors import (
+    AdminAuthRequired,
+    AdminForbidden,
+    InvalidTenantIdentifier,
+    MissingTenantIdentifier,
+    TenantNotFound,
+)
+from .flags import FlagContext, FlagProvider, choose_version, config_toggle
+from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
+from .loaders import TenantLoader, WarmableTenantLoader
+from .resolvers.base import Resolver
+from .resolvers.v2 import UnifiedCacheResolver
+from .tenant import Tenant
+
+__all__ = ["TenantCache", "current_resolver_version", "current_tenant"]
+
+logger = logging.getLogger("flask_tenant_cache")
+
+EXTENSION_KEY = "tenant_cache"
+BLUEPRINT_NAME = "tenant_cache"
+_G_TENANT = "_tenant_cache_tenant"
+_G_VERSION = "_tenant_cache_version"
+_EXEMPT_ATTR = "_tenant_cache_exempt"
+
+V = TypeVar("V")
+AdminAuthorizer = Callable[[], bool]
+
+
+def _current_tenant() -> Tenant | None:
+    tenant: Tenant | None = g.get(_G_TENANT)
+    return tenant
+
+
+#: The tenant of the current request, or None (no tenant required, or an exempt view).
+current_tenant: Tenant = LocalProxy(_current_tenant)  # type: ignore[assignment]
+
+
+def current_resolver_version() -> str | None:
+    """``"v1"`` or ``"v2"``: the resolver that served the current request (None if none did)."""
+    version: str | None = g.get(_G_VERSION)
+    return version
+
+
+@dataclass(slots=True)
+class _State:
+    """What one app's ``init_app`` set up; kept in ``app.extensions["tenant_cache"]``."""
+
+    ext: TenantCache
+    app: Flask
+    settings: Settings
+    validator: TenantIdentifierValidator
+    loader: TenantLoader
+    flag_provider: FlagProvider
+    resolvers: dict[str, Resolver]
+    exempt: dict[str, bool] = field(default_factory=dict)
+
+
+class TenantCache:
+    """Resolves the tenant of every request, from a cache that invalidation keeps right.
+
+    :param app: the app, or None to call :meth:`init_app` later (app factories).
+    :param loader: reads a tenant on a cache miss, e.g. :class:`~.SQLAlchemyTenantLoader`.
+    :param flag_provider: picks ``"v1"`` or ``"v2"`` per request; by default
+        ``TENANT_CACHE_USE_V2``, read live.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        loader: TenantLoader | None = None,
+        flag_provider: FlagProvider | None = None,
+    ) -> None:
+        self.loader = loader
+        self.flag_provider = flag_provider
+        self._exempt_blueprints: set[str] = set()
+        self._admin_authorizer: AdminAuthorizer | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        loader: TenantLoader | None = None,
+        flag_provider: FlagProvider | None = None,
+    ) -> None:
+        """Validate the config, build the resolvers and register the hook, blueprint and CLI.
+
+        :raises RuntimeError: if ``app`` already has this extension.
+        :raises ValueError: naming the first invalid ``TENANT_CACHE_*`` key.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("TenantCache is already registered on this app")
+        loader = loader or self.loader
+        if loader is None or not isinstance(loader, TenantLoader):
+            raise TypeError("TenantCache needs a loader: an object with load(identifier)")
+        settings = load_settings(app.config)
+        state = _State(
+            ext=self,
+            app=app,
+            settings=settings,
+            validator=TenantIdentifierValidator(settings.base_domains),
+            loader=loader,
+            flag_provider=flag_provider or self.flag_provider or config_toggle,
+            resolvers=_build_resolvers(settings, loader),
+        )
+        app.extensions[EXTENSION_KEY] = state
+        app.before_request(_make_hook(state))
+
+        from .cli import tenant_cache_cli
+        from .views import blueprint
+
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        app.cli.add_command(tenant_cache_cli)
+
+    # -- user hooks ---------------------------------------------------------------------------
+
+    def exempt(self, view: V) -> V:
+        """Mark a view function, or a whole blueprint, as needing no tenant."""
+        if isinstance(view, Blueprint):
+            self._exempt_blueprints.add(view.name)
+        else:
+            setattr(view, _EXEMPT_ATTR, True)
+        return view
+
+    def admin_authorizer(self, func: AdminAuthorizer) -> AdminAuthorizer:
+        """Register a callback that says whether the current request may use the admin routes."""
+        self._admin_authorizer = func
+        return func
+
+    # -- operations (the admin routes and the CLI call these) ---------------------------------
+
+    def invalidate(self, identifier: str | uuid.UUID | TenantIdentifier) -> int:
+        """Drop every cached alias of the tenant ``identifier`` names, in every resolver.
+
+        :param identifier: a UUID, a slug or a host, detected automatically.
+        :returns: how many cache entries were dropped.
+        :raises InvalidIdentifier: if ``identifier`` is malformed.
+        """
+        state = _state()
+        ident = self.parse_identifier(identifier)
+        dropped = sum(r.invalidate(ident) for r in state.resolvers.values())
+        signals.tenant_invalidated.send(state.app, identifier=ident, dropped=dropped)
+        return dropped
+
+    def invalidate_all(self) -> int:
+        """Drop every entry of every resolver; return how many there were."""
+        state = _state()
+        dropped = sum(r.invalidate_all() for r in state.resolvers.values())
+        signals.tenant_invalidated.send(state.app, identifier=None, dropped=dropped)
+        return dropped
+
+    def warm(self) -> int:
+        """Load every tenant into every resolver; return the cache entries stored.
+
+        :raises TypeError: if the loader cannot list tenants (no ``iter_tenants``).
+        """
+        state = _state()
+        if not isinstance(state.loader, WarmableTenantLoader):
+            raise TypeError("this loader cannot list tenants (it has no iter_tenants())")
+        tenants = list(state.loader.iter_tenants())
+        return sum(r.warm(tenants) for r in state.resolvers.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Each resolver's counters, under its version (``"v2"``...)."""
+        state = _state()
+        return {version: r.stats().as_dict() for version, r in state.resolvers.items()}
+
+    def parse_identifier(self, identifier: str | uuid.UUID | TenantIdentifier) -> TenantIdentifier:
+        """Validate and normalise a UUID, slug or host as the current app's config reads it."""
+        if isinstance(identifier, TenantIdentifier):
+            return identifier
+        if isinstance(identifier, uuid.UUID):
+            return TenantIdentifier.uuid(identifier)
+        return _state().validator.parse(identifier)
+
+    def resolver(self, version: str) -> Resolver:
+        """The current app's resolver for ``version`` (``"v1"`` or ``"v2"``)."""
+        return _state().resolvers[version]
+
+    def authorize_admin(self) -> None:
+        """Let the current request use the admin routes, or raise 401/403.
+
+        A bearer token (``TENANT_CACHE_ADMIN_TOKEN``, compared in constant time) or the
+        :meth:`admin_authorizer` callback grants access; with neither configured the routes
+        stay closed.
+        """
+        token = _state().settings.admin_token
+        if token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                return
+        if self._admin_authorizer is not None:
+            if self._admin_authorizer():
+                return
+            raise AdminForbidden("not allowed to use the tenant cache admin routes")
+        if token is None:
+            raise AdminForbidden(
+                "the admin routes are closed: set TENANT_CACHE_ADMIN_TOKEN or an admin_authorizer"
+            )
+        raise AdminAuthRequired("send 'Authorization: Bearer <TENANT_CACHE_ADMIN_TOKEN>'")
+
+    def _is_exempt(self, state: _State, endpoint: str) -> bool:
+        blueprint, _, _ = endpoint.rpartition(".")
+        parts = blueprint.split(".") if blueprint else []
+        if endpoint == "static" or BLUEPRINT_NAME in parts or self._exempt_blueprints & set(parts):
+            return True
+        view = state.app.view_functions.get(endpoint)
+        return bool(getattr(view, _EXEMPT_ATTR, False))
+
+
+def _state() -> _State:
+    try:
+        state: _State = current_app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError("TenantCache is not registered on the current app") from None
+    return state
+
+
+def _build_resolvers(settings: Settings, loader: TenantLoader) -> dict[str, Resolver]:
+    return {
+        "v2": UnifiedCacheResolver(
+            loader,
+            ttl=settings.ttl,
+            negative_ttl=settings.negative_ttl,
+            idle_timeout=settings.idle_timeout,
+            max_entries=settings.max_entries,
+            load_timeout=settings.load_timeout,
+        )
+    }
+
+
+def _make_hook(state: _State) -> Callable[[], None]:
+    """The before_request hook for one app, with its state bound (no lookup per request)."""
+    settings = state.settings
+    header_key = settings.header_environ_key
+    parse_header = state.validator.parse_header
+    parse_host = state.validator.parse_host
+    exempt = state.exempt
+    resolvers = state.resolvers
+    config = state.app.config
+    is_exempt = state.ext._is_exempt
+    resolved = signals.tenant_resolved
+
+    def resolve_tenant() -> None:
+        # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
+        g._tenant_cache_tenant = g._tenant_cache_version = None
+        endpoint = request.endpoint
+        if endpoint is None:
+            return  # no route matched: the 404 needs no tenant
+        skip = exempt.get(endpoint)
+        if skip is None:
+            skip = exempt[endpoint] = is_exempt(state, endpoint)
+        if skip:
+            return
+        environ = request.environ
+        raw = environ.get(header_key)
+        try:
+            if raw is not None:
+                ident: TenantIdentifier | None = parse_header(raw)
+            else:
+                host = environ.get("HTTP_HOST")
+                ident = parse_host(host) if host else None
+        except InvalidIdentifier as exc:
+            raise InvalidTenantIdentifier(str(exc)) from None
+        if ident is None:
+            if settings.required:
+                raise MissingTenantIdentifier(
+                    f"no tenant: send the {settings.header} header or use a tenant's host"
+                )
+            return
+        version = choose_version(state.flag_provider, FlagContext(ident, request, config))
+        tenant = resolvers[version].resolve(ident)
+        if tenant is None or not tenant.is_active:
+            raise TenantNotFound("no tenant answers to this identifier")
+        g._tenant_cache_tenant = tenant
+        g._tenant_cache_version = version
+        if resolved.receivers:
+            resolved.send(state.app, tenant=tenant, identifier=ident, version=version)
+
+    return resolve_tenant

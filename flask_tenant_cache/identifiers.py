@@ -1,0 +1,201 @@
+"""Parsing, validation and normalisation of tenant identifiers (no Flask import)."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "MAX_HOST_LENGTH",
+    "MAX_SLUG_LENGTH",
+    "IdentifierKind",
+    "InvalidIdentifier",
+    "TenantIdentifier",
+    "TenantIdentifierValidator",
+    "normalize_host",
+]
+
+IdentifierKind = Literal["uuid", "slug", "host"]
+
+MAX_SLUG_LENGTH = 63
+MAX_HOST_LENGTH = 253
+#: Raw input longer than this is rejected before any other work (a host with a port).
+MAX_RAW_LENGTH = MAX_HOST_LENGTH + 6
+
+_UUID_RE = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: 30 to 40 hex digits and hyphens: meant as a UUID, so "malformed UUID" is the clearer error.
+_UUID_LIKE_RE = re.compile(r"[0-9a-f-]{30,40}")
+_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL_RE = _SLUG_RE
+_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f/%\\]")
+#: Hosts that are never a tenant's, whatever the base domain.
+_NO_TENANT_LABELS = frozenset({"www"})
+
+
+class InvalidIdentifier(ValueError):
+    """Raised for an identifier that is malformed; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantIdentifier:
+    """A validated, normalised tenant identifier.
+
+    :param kind: ``"uuid"``, ``"slug"`` or ``"host"`` (a custom domain).
+    :param value: the canonical spelling: a hyphenated lowercase UUID, a lowercase slug, or a
+        lowercase ASCII (punycode) host without port or trailing dot.
+    """
+
+    kind: IdentifierKind
+    value: str
+    cache_key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_key", f"{self.kind}:{self.value}")
+
+    @classmethod
+    def uuid(cls, value: uuid.UUID | str) -> TenantIdentifier:
+        """The identifier of a tenant's id."""
+        return cls("uuid", str(value if isinstance(value, uuid.UUID) else uuid.UUID(value)))
+
+    @classmethod
+    def slug(cls, value: str) -> TenantIdentifier:
+        """The identifier of a tenant's slug (validated)."""
+        return cls("slug", _validate_slug(value))
+
+    @classmethod
+    def host(cls, value: str) -> TenantIdentifier:
+        """The identifier of a tenant's custom domain (validated and normalised)."""
+        return cls("host", normalize_host(value))
+
+
+def _check_raw(value: str, what: str) -> None:
+    if not value:
+        raise InvalidIdentifier(f"{what} is empty")
+    if len(value) > MAX_RAW_LENGTH:
+        raise InvalidIdentifier(f"{what} is longer than {MAX_HOST_LENGTH} characters")
+    bad = _FORBIDDEN_RE.search(value)
+    if bad is not None:
+        char = bad.group()
+        kind = "whitespace" if char.isspace() else "a control character"
+        if char in "/%\\":
+            kind = repr(char)
+        raise InvalidIdentifier(f"{what} contains {kind}")
+    if ".." in value:
+        raise InvalidIdentifier(f"{what} contains '..'")
+
+
+def _validate_slug(value: str) -> str:
+    slug = value.lower()
+    if not slug.isascii():
+        raise InvalidIdentifier("a slug must be ASCII")
+    if len(slug) > MAX_SLUG_LENGTH:
+        raise InvalidIdentifier(f"a slug is at most {MAX_SLUG_LENGTH} characters")
+    if _SLUG_RE.fullmatch(slug) is None:
+        raise InvalidIdentifier(
+            "a slug holds letters, digits and inner hyphens only, 1 to 63 characters"
+        )
+    return slug
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_host(value: str) -> str:
+    """Return the canonical form of a host name: lowercase, IDNA, no port, no trailing dot.
+
+    :raises InvalidIdentifier: for anything that is not an RFC 1123 host name.
+    """
+    _check_raw(value, "the host")
+    host = value.lower()
+    if host.startswith("["):
+        raise InvalidIdentifier("an IP address names no tenant")
+    name, sep, port = host.rpartition(":")
+    if sep:
+        if not port.isdigit() or not name:
+            raise InvalidIdentifier("the host has a malformed port")
+        host = name
+    if host.endswith("."):
+        host = host[:-1]
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidIdentifier(
+                "the host is not a valid internationalised domain name"
+            ) from None
+    if not host or len(host) > MAX_HOST_LENGTH:
+        raise InvalidIdentifier(f"a host is 1 to {MAX_HOST_LENGTH} characters")
+    for label in host.split("."):
+        if _LABEL_RE.fullmatch(label) is None:
+            raise InvalidIdentifier(
+                "each label of a host holds letters, digits and inner hyphens, 1 to 63 characters"
+            )
+    return host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host.rsplit(".", 1)[-1].isdigit()
+    return True
+
+
+class TenantIdentifierValidator:
+    """Turns raw header values and Host headers into :class:`TenantIdentifier` objects.
+
+    Parsing is memoised per raw value (bounded), so the hot path of a cached tenant does not
+    re-run the regular expressions; rejected input is never memoised.
+
+    :param base_domains: domains whose direct subdomains name tenants by slug
+        (``acme.example.com`` is the tenant whose slug is ``acme``).
+    """
+
+    def __init__(self, base_domains: Iterable[str] = ()) -> None:
+        self.base_domains: tuple[str, ...] = tuple(normalize_host(d) for d in base_domains)
+        self._suffixes = tuple("." + d for d in self.base_domains)
+        self.parse_header = functools.lru_cache(maxsize=4096)(self._parse_header)
+        self.parse_host = functools.lru_cache(maxsize=4096)(self._parse_host)
+
+    def parse(self, value: str) -> TenantIdentifier:
+        """Parse an identifier as the header carries it: a UUID, a slug, or a host (with a dot).
+
+        :raises InvalidIdentifier: if the value is malformed or names no tenant.
+        """
+        return self.parse_header(value)
+
+    def _parse_header(self, value: str) -> TenantIdentifier:
+        _check_raw(value, "the tenant identifier")
+        if "." in value:
+            ident = self._parse_host(value)
+            if ident is None:
+                raise InvalidIdentifier("this host names no tenant")
+            return ident
+        lowered = value.lower()
+        if _UUID_RE.fullmatch(lowered):
+            return TenantIdentifier("uuid", str(uuid.UUID(lowered)))
+        if _UUID_LIKE_RE.fullmatch(lowered):
+            raise InvalidIdentifier("malformed UUID")
+        return TenantIdentifier("slug", _validate_slug(value))
+
+    def _parse_host(self, value: str) -> TenantIdentifier | None:
+        """Return the identifier a Host header names, or None if it names no tenant.
+
+        No tenant: an IP address, a single-label host (``localhost``), a base domain itself, or
+        ``www`` under a base domain.
+        """
+        host = normalize_host(value)
+        if "." not in host or _is_ip(host) or host in self.base_domains:
+            return None
+        for suffix in self._suffixes:
+            if host.endswith(suffix):
+                label = host[: -len(suffix)]
+                if "." in label:
+                    break  # deeper than one label: a custom domain
+                if label in _NO_TENANT_LABELS:
+                    return None
+                return TenantIdentifier("slug", _validate_slug(label))
+        return TenantIdentifier("host", host)

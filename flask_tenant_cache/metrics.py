@@ -1,0 +1,57 @@
+"""Counter snapshots: value objects read by ``stats()``, the stats route and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["LoadStats", "UnifiedCacheStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadStats:
+    """Loader calls made by one resolver, with their time in seconds."""
+
+    loads: int = 0
+    load_errors: int = 0
+    load_time_sum: float = 0.0
+    load_time_max: float = 0.0
+    coalesced: int = 0
+    load_timeouts: int = 0
+    stale_loads_discarded: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UnifiedCacheStats:
+    """The v2 resolver's basic stats.
+
+    ``entry_count`` and ``weighted_size`` are those of the seed's moka cache; ``hits`` counts
+    found and not-found entries served from the cache, ``misses`` the lookups that went on to
+    the loader (or joined a load already running).
+    """
+
+    entry_count: int
+    weighted_size: int
+    max_entries: int
+    hits: int
+    misses: int
+    invalidations: int
+    evictions: int
+    expirations: int
+    load: LoadStats
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups, 0.0 before the first lookup."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a JSON-able dict, with ``hit_rate``."""
+        data = asdict(self)
+        data["hit_rate"] = round(self.hit_rate, 6)
+        return data

@@ -1,0 +1,8 @@
+"""The resolvers: v1 (dual cache) and v2 (unified cache)."""
+
+from __future__ import annotations
+
+from .base import CachedTenant, Found, NotFound, Resolver
+from .v2 import UnifiedCacheResolver
+
+__all__ = ["CachedTenant", "Found", "NotFound", "Resolver", "UnifiedCacheResolver"]

@@ -1,0 +1,280 @@
+"""What every resolver shares: the protocol, cache entries, the load path and invalidation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol
+
+from cachetools import Cache, TLRUCache
+
+from ..errors import TenantLookupError
+from ..identifiers import TenantIdentifier
+from ..loaders import TenantLoader
+from ..metrics import LoadStats
+from ..tenant import Tenant
+from ._coalesce import SingleFlight
+
+__all__ = ["CachedTenant", "CachingResolver", "Found", "NotFound", "Resolver", "TenantLRU"]
+
+logger = logging.getLogger("flask_tenant_cache")
+
+Timer = Callable[[], float]
+
+
+class Found:
+    """A cached tenant, with the time it was last read (for the idle timeout)."""
+
+    __slots__ = ("tenant", "touched")
+
+    def __init__(self, tenant: Tenant, touched: float) -> None:
+        self.tenant: Tenant | None = tenant
+        self.touched = touched
+
+
+class NotFound:
+    """A cached answer that no tenant has this identifier."""
+
+    __slots__ = ("touched",)
+    tenant: ClassVar[None] = None
+
+    def __init__(self, touched: float) -> None:
+        self.touched = touched
+
+
+#: What a cache holds under an identifier's key.
+CachedTenant = Found | NotFound
+
+
+class Resolver(Protocol):
+    """What the extension needs of a resolver."""
+
+    @property
+    def version(self) -> str:
+        """``"v1"`` or ``"v2"``."""
+
+    def resolve(self, ident: TenantIdentifier) -> Tenant | None:
+        """The tenant ``ident`` names, None if there is none; raises TenantLookupError."""
+
+    def invalidate(self, ident: TenantIdentifier) -> int:
+        """Drop every cached alias of the tenant ``ident`` names; return the entries dropped."""
+
+    def invalidate_all(self) -> int:
+        """Drop every entry; return how many there were."""
+
+    def warm(self, tenants: Iterable[Tenant]) -> int:
+        """Store ``tenants`` under all their aliases; return the entries stored."""
+
+    def stats(self) -> Any:
+        """A snapshot of the counters, with ``as_dict()``."""
+
+
+class TenantLRU(TLRUCache[str, CachedTenant]):
+    """A cachetools TLRU cache that counts evictions and expirations.
+
+    Entries expire at the time ``ttu(key, entry, now)`` returns; when full, the least recently
+    used entry is evicted.
+    """
+
+    def __init__(
+        self, maxsize: int, ttu: Callable[[str, CachedTenant, float], float], timer: Timer
+    ) -> None:
+        super().__init__(maxsize, ttu, timer)
+        self.evictions = 0
+        self.expirations = 0
+
+    def expire(self, time: float | None = None) -> list[tuple[str, CachedTenant]]:
+        expired = list(super().expire(time))
+        self.expirations += len(expired)
+        return expired
+
+    def popitem(self) -> tuple[str, CachedTenant]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+    def scan(self) -> list[tuple[str, CachedTenant]]:
+        """Every stored entry, expired ones included, without touching the LRU order."""
+        return [(key, Cache.__getitem__(self, key)) for key in list(Cache.__iter__(self))]
+
+    def discard(self, key: str) -> bool:
+        """Remove ``key`` if stored (expired or not); return whether it was."""
+        if not Cache.__contains__(self, key):
+            return False
+        with contextlib.suppress(KeyError):  # raised for an expired key, removed all the same
+            del self[key]
+        return True
+
+
+def names(tenant: Tenant, ident: TenantIdentifier) -> bool:
+    """Whether ``ident`` is one of ``tenant``'s aliases."""
+    if ident.kind == "slug":
+        return tenant.slug == ident.value
+    if ident.kind == "host":
+        return ident.value in tenant.domains
+    return str(tenant.id) == ident.value
+
+
+def keys_to_invalidate(
+    entries: Iterable[tuple[str, CachedTenant]], ident: TenantIdentifier
+) -> list[str]:
+    """The keys an invalidation of ``ident`` drops.
+
+    That is every entry holding a tenant that ``ident`` names (whatever key it was cached
+    under, old names of a renamed tenant included) and every not-found entry, since a name
+    that was unknown may belong to the tenant just created or renamed.
+    """
+    entries = list(entries)
+    target = ident.cache_key
+    ids = {
+        e.tenant.id
+        for k, e in entries
+        if e.tenant is not None and (k == target or names(e.tenant, ident))
+    }
+    return [k for k, e in entries if k == target or e.tenant is None or e.tenant.id in ids]
+
+
+class CachingResolver(ABC):
+    """The load path both resolvers share: coalesced loads, guarded against invalidation races.
+
+    Subclasses own the storage (:meth:`_lookup`, :meth:`_peek`, :meth:`_store`, :meth:`_drop`,
+    :meth:`_clear`), always called with ``self._lock`` held.
+
+    :param loader: what :meth:`resolve` calls on a miss.
+    :param load_timeout: seconds a request waits for another's load before a 503.
+    :param timer: the clock, injected so tests move time instead of sleeping.
+    """
+
+    version: ClassVar[str]
+
+    def __init__(
+        self,
+        loader: TenantLoader,
+        *,
+        load_timeout: float | None = 5.0,
+        timer: Timer = time.monotonic,
+    ) -> None:
+        self.loader = loader
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._flights: SingleFlight[Tenant | None] = SingleFlight(load_timeout)
+        # Bumped by every invalidation: a load that began under an older epoch returns its
+        # result to the requests that were waiting for it but does not store it.
+        self._epoch = 0
+        self._loads = self._load_errors = self._stale_loads = self._invalidations = 0
+        self._load_time_sum = self._load_time_max = 0.0
+
+    def resolve(self, ident: TenantIdentifier) -> Tenant | None:
+        """Return the tenant ``ident`` names, or None; one coalesced load on a miss.
+
+        :raises TenantLookupError: if the loader failed (never cached as not-found).
+        """
+        key = ident.cache_key
+        with self._lock:
+            entry = self._lookup(key, self._timer())
+        if entry is not None:
+            return entry.tenant
+        return self._flights.do(key, lambda: self._load(ident))
+
+    def _load(self, ident: TenantIdentifier) -> Tenant | None:
+        with self._lock:
+            # A load that finished just before this one began may have stored it already.
+            entry = self._peek(ident.cache_key)
+            if entry is not None:
+                return entry.tenant
+            epoch = self._epoch
+        started = self._timer()
+        try:
+            tenant = self._fetch(ident)
+        except Exception as exc:
+            with self._lock:
+                self._load_errors += 1
+            logger.warning("tenant lookup for %s failed: %r", ident.cache_key, exc)
+            if isinstance(exc, TenantLookupError):
+                raise
+            raise TenantLookupError("the tenant could not be looked up") from exc
+        elapsed = self._timer() - started
+        with self._lock:
+            self._loads += 1
+            self._load_time_sum += elapsed
+            self._load_time_max = max(self._load_time_max, elapsed)
+            if epoch == self._epoch:
+                self._store(ident, tenant, self._timer())
+            else:
+                self._stale_loads += 1
+        return tenant
+
+    def _fetch(self, ident: TenantIdentifier) -> Tenant | None:
+        """Ask the loader; a second cache layer goes in front of it here."""
+        tenant = self.loader.load(ident)
+        if tenant is not None and not isinstance(tenant, Tenant):
+            raise TypeError(f"the loader returned {type(tenant).__name__}, not Tenant or None")
+        return tenant
+
+    def invalidate(self, ident: TenantIdentifier) -> int:
+        """Drop every cached alias of the tenant ``ident`` names, and all not-found entries."""
+        with self._lock:
+            self._epoch += 1
+            self._invalidations += 1
+            dropped = self._drop(ident)
+        self._flights.forget()
+        return dropped
+
+    def invalidate_all(self) -> int:
+        """Drop every entry; return how many there were."""
+        with self._lock:
+            self._epoch += 1
+            self._invalidations += 1
+            dropped = self._clear()
+        self._flights.forget()
+        return dropped
+
+    def warm(self, tenants: Iterable[Tenant]) -> int:
+        """Store ``tenants`` under all their aliases; return the entries stored."""
+        stored = 0
+        for tenant in tenants:
+            with self._lock:
+                now = self._timer()
+                for alias in tenant.aliases:
+                    self._store(alias, tenant, now)
+                    stored += 1
+        return stored
+
+    def _load_stats(self) -> LoadStats:
+        return LoadStats(
+            loads=self._loads,
+            load_errors=self._load_errors,
+            load_time_sum=self._load_time_sum,
+            load_time_max=self._load_time_max,
+            coalesced=self._flights.coalesced,
+            load_timeouts=self._flights.timeouts,
+            stale_loads_discarded=self._stale_loads,
+        )
+
+    @abstractmethod
+    def _lookup(self, key: str, now: float) -> CachedTenant | None:
+        """The live entry for ``key``, counted as a hit or a miss."""
+
+    @abstractmethod
+    def _peek(self, key: str) -> CachedTenant | None:
+        """The live entry for ``key``, uncounted."""
+
+    @abstractmethod
+    def _store(self, ident: TenantIdentifier, tenant: Tenant | None, now: float) -> None:
+        """Cache ``tenant`` (None: not found) under ``ident``."""
+
+    @abstractmethod
+    def _drop(self, ident: TenantIdentifier) -> int:
+        """Drop what an invalidation of ``ident`` drops; return how many entries."""
+
+    @abstractmethod
+    def _clear(self) -> int:
+        """Drop every entry; return how many there were."""
+
+    @abstractmethod
+    def stats(self) -> Any:
+        """A snapshot of the counters, with ``as_dict()``."""

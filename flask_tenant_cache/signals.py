@@ -1,0 +1,15 @@
+"""Blinker signals sent by the extension; the sender is always the app."""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+__all__ = ["tenant_invalidated", "tenant_resolved"]
+
+_signals = Namespace()
+
+#: Sent after a request's tenant is resolved, with ``tenant``, ``identifier`` and ``version``.
+tenant_resolved = _signals.signal("tenant-cache.tenant-resolved")
+
+#: Sent after an invalidation, with ``identifier`` (None for all) and ``dropped``.
+tenant_invalidated = _signals.signal("tenant-cache.tenant-invalidated")

@@ -1,0 +1,86 @@
+"""The immutable tenant snapshot that caches hold and requests read."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .identifiers import TenantIdentifier, normalize_host
+
+__all__ = ["Tenant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A frozen, picklable, JSON-able snapshot of one tenant, never an ORM row.
+
+    :param id: the tenant's UUID.
+    :param slug: the tenant's lowercase slug.
+    :param name: the display name.
+    :param domains: custom domains, normalised as :func:`~.identifiers.normalize_host` does.
+    :param is_active: an inactive tenant is answered 404, like an unknown one.
+    :param extra: further read-only attributes (plan, region...), JSON-able values only.
+    """
+
+    id: uuid.UUID
+    slug: str
+    name: str = ""
+    domains: tuple[str, ...] = ()
+    is_active: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tenant_id: object = self.id
+        if not isinstance(tenant_id, uuid.UUID):
+            object.__setattr__(self, "id", uuid.UUID(str(tenant_id)))
+        object.__setattr__(self, "slug", TenantIdentifier.slug(self.slug).value)
+        object.__setattr__(self, "domains", tuple(normalize_host(d) for d in self.domains))
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    @property
+    def aliases(self) -> tuple[TenantIdentifier, ...]:
+        """Every identifier that names this tenant: its id, its slug and each domain."""
+        return (
+            TenantIdentifier("uuid", str(self.id)),
+            TenantIdentifier("slug", self.slug),
+            *(TenantIdentifier("host", d) for d in self.domains),
+        )
+
+    @property
+    def alias_keys(self) -> frozenset[str]:
+        """The cache keys of :attr:`aliases`."""
+        return frozenset(a.cache_key for a in self.aliases)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_dict` reads it back."""
+        return {
+            "id": str(self.id),
+            "slug": self.slug,
+            "name": self.name,
+            "domains": list(self.domains),
+            "is_active": self.is_active,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tenant:
+        """Build a tenant from :meth:`to_dict`'s output."""
+        return cls(
+            id=uuid.UUID(data["id"]),
+            slug=data["slug"],
+            name=data.get("name", ""),
+            domains=tuple(data.get("domains", ())),
+            is_active=bool(data.get("is_active", True)),
+            extra=data.get("extra", {}),
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # MappingProxyType does not pickle: rebuild from plain values.
+        return (_rebuild, (self.to_dict(),))
+
+
+def _rebuild(data: Mapping[str, Any]) -> Tenant:
+    return Tenant.from_dict(data)

@@ -1,0 +1,49 @@
+"""The admin blueprint: thin views over the extension's methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .errors import InvalidAdminRequest
+from .identifiers import InvalidIdentifier
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("tenant_cache", __name__)
+
+
+def _ext() -> Any:
+    return current_app.extensions["tenant_cache"].ext
+
+
+@blueprint.before_request
+def _authorize() -> None:
+    _ext().authorize_admin()
+
+
+@blueprint.get("/stats")
+def stats() -> Response:
+    """Every resolver's counters as JSON."""
+    return jsonify(_ext().stats())
+
+
+@blueprint.post("/invalidate")
+def invalidate() -> Response:
+    """``{"identifier": "..."}`` or ``{"all": true}`` -> ``{"invalidated": N}``."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or set(body) not in ({"identifier"}, {"all"}):
+        raise InvalidAdminRequest('send {"identifier": "<uuid, slug or host>"} or {"all": true}')
+    if "all" in body:
+        if body["all"] is not True:
+            raise InvalidAdminRequest('"all" must be true')
+        return jsonify(invalidated=_ext().invalidate_all())
+    identifier = body["identifier"]
+    if not isinstance(identifier, str):
+        raise InvalidAdminRequest('"identifier" must be a string')
+    try:
+        dropped = _ext().invalidate(identifier)
+    except InvalidIdentifier as exc:
+        raise InvalidAdminRequest(str(exc)) from None
+    return jsonify(invalidated=dropped)
