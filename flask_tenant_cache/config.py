@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -24,7 +25,15 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_LOAD_TIMEOUT": 5,
     "TENANT_CACHE_URL_PREFIX": "/_tenant-cache",
     "TENANT_CACHE_ADMIN_TOKEN": None,
+    "TENANT_CACHE_V1_MAX_ENTRIES": 1000,
+    "TENANT_CACHE_REDIS_URL": None,
+    "TENANT_CACHE_REDIS_PREFIX": "tenant-cache",
+    "TENANT_CACHE_REDIS_TTL": None,
+    "TENANT_CACHE_INVALIDATION_CHANNEL": "tenant-cache:invalidate",
+    "TENANT_CACHE_REDIS_SOCKET_TIMEOUT": 0.25,
 }
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _HEADER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
@@ -44,6 +53,12 @@ class Settings:
     load_timeout: float | None
     url_prefix: str
     admin_token: str | None
+    v1_max_entries: int
+    redis_url: str | None
+    redis_prefix: str
+    redis_ttl: float
+    invalidation_channel: str
+    redis_socket_timeout: float
 
 
 def _fail(key: str, expected: str, value: Any) -> ValueError:
@@ -52,8 +67,14 @@ def _fail(key: str, expected: str, value: Any) -> ValueError:
 
 def _number(config: Mapping[str, Any], key: str, *, positive: bool = False) -> float:
     value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _fail(key, "a number of seconds >= 0", value)
+    # NaN and infinity pass "< 0" but break the resolver later (a wait() on inf overflows).
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _fail(key, "a finite number of seconds >= 0", value)
     if positive and value == 0:
         raise _fail(key, "a number of seconds > 0", value)
     return float(value)
@@ -113,6 +134,20 @@ def _admin_token(config: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _redis_url(config: Mapping[str, Any]) -> str | None:
+    value = config["TENANT_CACHE_REDIS_URL"]
+    if value is not None and (not isinstance(value, str) or not value.startswith(_REDIS_SCHEMES)):
+        raise _fail("TENANT_CACHE_REDIS_URL", "None or a redis://, rediss:// or unix:// URL", value)
+    return value
+
+
+def _name(config: Mapping[str, Any], key: str) -> str:
+    value = config[key]
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise _fail(key, "a non-empty name without spaces", value)
+    return value
+
+
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
     """Fill in the defaults of ``config`` (an ``app.config``) and validate every key.
 
@@ -134,4 +169,14 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         load_timeout=_optional_seconds(config, "TENANT_CACHE_LOAD_TIMEOUT"),
         url_prefix=_url_prefix(config),
         admin_token=_admin_token(config),
+        v1_max_entries=_max_entries(config, "TENANT_CACHE_V1_MAX_ENTRIES"),
+        redis_url=_redis_url(config),
+        redis_prefix=_name(config, "TENANT_CACHE_REDIS_PREFIX"),
+        redis_ttl=(
+            _number(config, "TENANT_CACHE_TTL", positive=True)
+            if config["TENANT_CACHE_REDIS_TTL"] is None
+            else _number(config, "TENANT_CACHE_REDIS_TTL", positive=True)
+        ),
+        invalidation_channel=_name(config, "TENANT_CACHE_INVALIDATION_CHANNEL"),
+        redis_socket_timeout=_number(config, "TENANT_CACHE_REDIS_SOCKET_TIMEOUT", positive=True),
     )

@@ -6,14 +6,13 @@ import hmac
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from . import signals
-from .config import Settings, load_settings
+from .config import load_settings
 from .errors import (
     AdminAuthRequired,
     AdminForbidden,
@@ -25,7 +24,7 @@ from .flags import FlagContext, FlagProvider, choose_version, config_toggle
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
 from .resolvers.base import Resolver
-from .resolvers.v2 import UnifiedCacheResolver
+from .state import AppState
 from .tenant import Tenant
 
 __all__ = ["TenantCache", "current_resolver_version", "current_tenant"]
@@ -55,20 +54,6 @@ def current_resolver_version() -> str | None:
     """``"v1"`` or ``"v2"``: the resolver that served the current request (None if none did)."""
     version: str | None = g.get(_G_VERSION)
     return version
-
-
-@dataclass(slots=True)
-class _State:
-    """What one app's ``init_app`` set up; kept in ``app.extensions["tenant_cache"]``."""
-
-    ext: TenantCache
-    app: Flask
-    settings: Settings
-    validator: TenantIdentifierValidator
-    loader: TenantLoader
-    flag_provider: FlagProvider
-    resolvers: dict[str, Resolver]
-    exempt: dict[str, bool] = field(default_factory=dict)
 
 
 class TenantCache:
@@ -112,14 +97,13 @@ class TenantCache:
         if loader is None or not isinstance(loader, TenantLoader):
             raise TypeError("TenantCache needs a loader: an object with load(identifier)")
         settings = load_settings(app.config)
-        state = _State(
+        state = AppState(
             ext=self,
             app=app,
             settings=settings,
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
             flag_provider=flag_provider or self.flag_provider or config_toggle,
-            resolvers=_build_resolvers(settings, loader),
         )
         app.extensions[EXTENSION_KEY] = state
         app.before_request(_make_hook(state))
@@ -156,14 +140,14 @@ class TenantCache:
         """
         state = _state()
         ident = self.parse_identifier(identifier)
-        dropped = sum(r.invalidate(ident) for r in state.resolvers.values())
+        dropped = state.invalidate(ident)
         signals.tenant_invalidated.send(state.app, identifier=ident, dropped=dropped)
         return dropped
 
     def invalidate_all(self) -> int:
         """Drop every entry of every resolver; return how many there were."""
         state = _state()
-        dropped = sum(r.invalidate_all() for r in state.resolvers.values())
+        dropped = state.invalidate(None)
         signals.tenant_invalidated.send(state.app, identifier=None, dropped=dropped)
         return dropped
 
@@ -179,9 +163,8 @@ class TenantCache:
         return sum(r.warm(tenants) for r in state.resolvers.values())
 
     def stats(self) -> dict[str, Any]:
-        """Each resolver's counters, under its version (``"v2"``...)."""
-        state = _state()
-        return {version: r.stats().as_dict() for version, r in state.resolvers.items()}
+        """Each resolver's counters under its version, and the Redis layer's under ``"redis"``."""
+        return _state().stats()
 
     def parse_identifier(self, identifier: str | uuid.UUID | TenantIdentifier) -> TenantIdentifier:
         """Validate and normalise a UUID, slug or host as the current app's config reads it."""
@@ -190,6 +173,10 @@ class TenantCache:
         if isinstance(identifier, uuid.UUID):
             return TenantIdentifier.uuid(identifier)
         return _state().validator.parse(identifier)
+
+    def close(self) -> None:
+        """Stop the current app's Redis subscriber thread and close its connections."""
+        _state().close()
 
     def resolver(self, version: str) -> Resolver:
         """The current app's resolver for ``version`` (``"v1"`` or ``"v2"``)."""
@@ -219,7 +206,7 @@ class TenantCache:
             )
         raise AdminAuthRequired("send 'Authorization: Bearer <TENANT_CACHE_ADMIN_TOKEN>'")
 
-    def _is_exempt(self, state: _State, endpoint: str) -> bool:
+    def _is_exempt(self, state: AppState, endpoint: str) -> bool:
         blueprint, _, _ = endpoint.rpartition(".")
         parts = blueprint.split(".") if blueprint else []
         if endpoint == "static" or BLUEPRINT_NAME in parts or self._exempt_blueprints & set(parts):
@@ -228,28 +215,15 @@ class TenantCache:
         return bool(getattr(view, _EXEMPT_ATTR, False))
 
 
-def _state() -> _State:
+def _state() -> AppState:
     try:
-        state: _State = current_app.extensions[EXTENSION_KEY]
+        state: AppState = current_app.extensions[EXTENSION_KEY]
     except KeyError:
         raise RuntimeError("TenantCache is not registered on the current app") from None
     return state
 
 
-def _build_resolvers(settings: Settings, loader: TenantLoader) -> dict[str, Resolver]:
-    return {
-        "v2": UnifiedCacheResolver(
-            loader,
-            ttl=settings.ttl,
-            negative_ttl=settings.negative_ttl,
-            idle_timeout=settings.idle_timeout,
-            max_entries=settings.max_entries,
-            load_timeout=settings.load_timeout,
-        )
-    }
-
-
-def _make_hook(state: _State) -> Callable[[], None]:
+def _make_hook(state: AppState) -> Callable[[], None]:
     """The before_request hook for one app, with its state bound (no lookup per request)."""
     settings = state.settings
     header_key = settings.header_environ_key
@@ -260,6 +234,7 @@ def _make_hook(state: _State) -> Callable[[], None]:
     config = state.app.config
     is_exempt = state.ext._is_exempt
     resolved = signals.tenant_resolved
+    bus = state.redis
 
     def resolve_tenant() -> None:
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
@@ -288,6 +263,8 @@ def _make_hook(state: _State) -> Callable[[], None]:
                     f"no tenant: send the {settings.header} header or use a tenant's host"
                 )
             return
+        if bus is not None and not bus.started:
+            bus.start()  # here, not in init_app: the serving process may be a fork
         version = choose_version(state.flag_provider, FlagContext(ident, request, config))
         tenant = resolvers[version].resolve(ident)
         if tenant is None or not tenant.is_active:

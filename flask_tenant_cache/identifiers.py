@@ -72,6 +72,24 @@ class TenantIdentifier:
         """The identifier of a tenant's custom domain (validated and normalised)."""
         return cls("host", normalize_host(value))
 
+    @classmethod
+    def from_cache_key(cls, key: str) -> TenantIdentifier:
+        """Read back a :attr:`cache_key` (from another process), validating it again.
+
+        :raises InvalidIdentifier: if ``key`` is not a cache key.
+        """
+        kind, _, value = key.partition(":")
+        if kind == "uuid":
+            try:
+                return cls.uuid(value)
+            except ValueError:
+                raise InvalidIdentifier("malformed UUID") from None
+        if kind == "slug":
+            return cls.slug(value)
+        if kind == "host":
+            return cls.host(value)
+        raise InvalidIdentifier(f"not a tenant cache key: {key[:80]!r}")
+
 
 def _check_raw(value: str, what: str) -> None:
     if not value:
@@ -114,7 +132,7 @@ def normalize_host(value: str) -> str:
         raise InvalidIdentifier("an IP address names no tenant")
     name, sep, port = host.rpartition(":")
     if sep:
-        if not port.isdigit() or not name:
+        if not _is_port(port) or not name:
             raise InvalidIdentifier("the host has a malformed port")
         host = name
     if host.endswith("."):
@@ -134,6 +152,29 @@ def normalize_host(value: str) -> str:
                 "each label of a host holds letters, digits and inner hyphens, 1 to 63 characters"
             )
     return host
+
+
+def _is_port(port: str) -> bool:
+    # str.isdigit() alone accepts non-ASCII digits such as "²", which int() then rejects.
+    return port.isascii() and port.isdigit() and int(port) <= 65535
+
+
+def _bracketed_ip(value: str) -> bool:
+    """Whether ``value`` is an IPv6 literal in brackets, with an optional port.
+
+    :raises InvalidIdentifier: if it starts with ``[`` but is not one.
+    """
+    if not value.startswith("["):
+        return False
+    _check_raw(value, "the host")
+    address, sep, rest = value[1:].partition("]")
+    try:
+        ipaddress.IPv6Address(address if sep else "")
+    except ValueError:
+        raise InvalidIdentifier("the host is a malformed IPv6 address") from None
+    if rest and not (rest.startswith(":") and _is_port(rest[1:])):
+        raise InvalidIdentifier("the host has a malformed port")
+    return True
 
 
 def _is_ip(host: str) -> bool:
@@ -187,6 +228,8 @@ class TenantIdentifierValidator:
         No tenant: an IP address, a single-label host (``localhost``), a base domain itself, or
         ``www`` under a base domain.
         """
+        if _bracketed_ip(value):
+            return None
         host = normalize_host(value)
         if "." not in host or _is_ip(host) or host in self.base_domains:
             return None

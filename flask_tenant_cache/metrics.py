@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["LoadStats", "UnifiedCacheStats"]
+__all__ = ["DualCacheStats", "LoadStats", "SecondLayerStats", "UnifiedCacheStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +43,57 @@ class UnifiedCacheStats:
     evictions: int
     expirations: int
     load: LoadStats
+    l2: SecondLayerStats
 
     @property
     def hit_rate(self) -> float:
         """Hits over lookups, 0.0 before the first lookup."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a JSON-able dict, with ``hit_rate``."""
+        data = asdict(self)
+        data["hit_rate"] = round(self.hit_rate, 6)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SecondLayerStats:
+    """A resolver's use of the Redis second layer."""
+
+    l2_hits: int = 0
+    l2_misses: int = 0
+    l2_errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DualCacheStats:
+    """The v1 resolver's detailed metrics: two caches, loads, the second layer and the bus."""
+
+    positive_entries: int
+    negative_entries: int
+    max_entries: int
+    hits: int
+    negative_hits: int
+    misses: int
+    invalidations: int
+    evictions: int
+    expirations: int
+    load: LoadStats
+    l2: SecondLayerStats
+    bus: dict[str, int]
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits (found and not-found) over lookups, 0.0 before the first lookup."""
+        served = self.hits + self.negative_hits
+        total = served + self.misses
+        return served / total if total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a JSON-able dict, with ``hit_rate``."""

@@ -30,7 +30,8 @@ class Tenant:
     name: str = ""
     domains: tuple[str, ...] = ()
     is_active: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Left out of the hash: a mappingproxy is unhashable, and equal tenants still hash equal.
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         tenant_id: object = self.id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from conftest import ACME_ID, GLOBEX_ID, CountingLoader, FakeTimer
 
 from flask_tenant_cache import LoadTimeout, Tenant, TenantIdentifier, TenantLookupError
-from flask_tenant_cache.resolvers import UnifiedCacheResolver
+from flask_tenant_cache.resolvers import DualCacheResolver, UnifiedCacheResolver
 
 ACME = Tenant(id=ACME_ID, slug="acme", name="Acme", domains=("acme.test",))
 GLOBEX = Tenant(id=GLOBEX_ID, slug="globex", name="Globex")
@@ -44,7 +45,12 @@ def make_v2(loader: Any, timer: FakeTimer, **options: Any) -> UnifiedCacheResolv
     return UnifiedCacheResolver(loader, timer=timer, **options)
 
 
-RESOLVERS: dict[str, Callable[..., Any]] = {"v2": make_v2}
+def make_v1(loader: Any, timer: FakeTimer, **options: Any) -> DualCacheResolver:
+    options.pop("idle_timeout", None)
+    return DualCacheResolver(loader, timer=timer, **options)
+
+
+RESOLVERS: dict[str, Callable[..., Any]] = {"v1": make_v1, "v2": make_v2}
 
 
 @pytest.fixture
@@ -106,6 +112,22 @@ def run_threads(count: int, target: Callable[[], Any]) -> tuple[list[Any], list[
     return results, errors
 
 
+def open_when_all_wait(resolver: Any, loader: CountingLoader, waiters: int) -> threading.Thread:
+    """Hold the loader until ``waiters`` requests wait on its load, then let it finish."""
+    gate = loader.gate = threading.Event()
+
+    def open_gate() -> None:
+        deadline = time.monotonic() + 10
+        while resolver.stats().as_dict()["load"]["coalesced"] < waiters:
+            assert time.monotonic() < deadline, "the waiters never all joined the load"
+            time.sleep(0.001)
+        gate.set()
+
+    opener = threading.Thread(target=open_gate)
+    opener.start()
+    return opener
+
+
 class TestContract:
     def test_hit_after_one_load(self, resolver: Any, loader: CountingLoader) -> None:
         for _ in range(5):
@@ -144,7 +166,7 @@ class TestContract:
         resolver.resolve(by_slug("acme"))
         resolver.resolve(by_slug("globex"))
         resolver.resolve(by_slug("acme"))  # acme is now the most recently used
-        resolver.resolve(by_slug("nobody"))  # evicts globex
+        resolver.resolve(by_host("acme.test"))  # a third tenant entry evicts globex
         calls = len(loader.calls)
         resolver.resolve(by_slug("acme"))
         assert len(loader.calls) == calls
@@ -154,9 +176,7 @@ class TestContract:
     def test_concurrent_cold_requests_make_one_load(
         self, resolver: Any, loader: CountingLoader
     ) -> None:
-        loader.gate = threading.Event()
-        opener = threading.Timer(0.2, loader.gate.set)
-        opener.start()
+        opener = open_when_all_wait(resolver, loader, waiters=99)
         results, errors = run_threads(100, lambda: resolver.resolve(by_slug("acme")))
         opener.join()
         assert errors == []
@@ -167,10 +187,8 @@ class TestContract:
     def test_loader_error_reaches_every_waiter_once_and_is_not_cached(
         self, resolver: Any, loader: CountingLoader
     ) -> None:
-        loader.gate = threading.Event()
         loader.fail = RuntimeError("database down")
-        opener = threading.Timer(0.2, loader.gate.set)
-        opener.start()
+        opener = open_when_all_wait(resolver, loader, waiters=99)
         results, errors = run_threads(100, lambda: resolver.resolve(by_slug("acme")))
         opener.join()
         assert results == []

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from .base import CachedTenant, Found, NotFound, Resolver
+from .v1 import DualCacheResolver
 from .v2 import UnifiedCacheResolver
 
-__all__ = ["CachedTenant", "Found", "NotFound", "Resolver", "UnifiedCacheResolver"]
+__all__ = [
+    "CachedTenant",
+    "DualCacheResolver",
+    "Found",
+    "NotFound",
+    "Resolver",
+    "UnifiedCacheResolver",
+]

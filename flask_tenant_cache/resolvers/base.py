@@ -15,7 +15,7 @@ from cachetools import Cache, TLRUCache
 from ..errors import TenantLookupError
 from ..identifiers import TenantIdentifier
 from ..loaders import TenantLoader
-from ..metrics import LoadStats
+from ..metrics import LoadStats, SecondLayerStats
 from ..tenant import Tenant
 from ._coalesce import SingleFlight
 
@@ -71,6 +71,16 @@ class Resolver(Protocol):
 
     def stats(self) -> Any:
         """A snapshot of the counters, with ``as_dict()``."""
+
+
+class SecondLayer(Protocol):
+    """A cache shared by processes (Redis), read on an L1 miss before the loader."""
+
+    def get(self, ident: TenantIdentifier) -> tuple[bool | None, Tenant | None, Any]:
+        """``(hit, tenant, token)``: hit is None when the layer failed; ``token`` guards put."""
+
+    def put(self, ident: TenantIdentifier, tenant: Tenant, token: Any) -> bool:
+        """Store ``tenant`` unless an invalidation came after ``token``; False if it failed."""
 
 
 class TenantLRU(TLRUCache[str, CachedTenant]):
@@ -159,6 +169,8 @@ class CachingResolver(ABC):
         timer: Timer = time.monotonic,
     ) -> None:
         self.loader = loader
+        #: The optional second layer shared by processes (see :mod:`.redis_layer`).
+        self.l2: SecondLayer | None = None
         self._timer = timer
         self._lock = threading.Lock()
         self._flights: SingleFlight[Tenant | None] = SingleFlight(load_timeout)
@@ -167,6 +179,7 @@ class CachingResolver(ABC):
         self._epoch = 0
         self._loads = self._load_errors = self._stale_loads = self._invalidations = 0
         self._load_time_sum = self._load_time_max = 0.0
+        self._l2_hits = self._l2_misses = self._l2_errors = 0
 
     def resolve(self, ident: TenantIdentifier) -> Tenant | None:
         """Return the tenant ``ident`` names, or None; one coalesced load on a miss.
@@ -209,10 +222,25 @@ class CachingResolver(ABC):
         return tenant
 
     def _fetch(self, ident: TenantIdentifier) -> Tenant | None:
-        """Ask the loader; a second cache layer goes in front of it here."""
+        """Ask the second layer, if any, then the loader (whose tenant goes to the layer)."""
+        l2, token = self.l2, None
+        if l2 is not None:
+            hit, cached, token = l2.get(ident)
+            with self._lock:
+                if hit:
+                    self._l2_hits += 1
+                    return cached
+                if hit is None:
+                    self._l2_errors += 1
+                else:
+                    self._l2_misses += 1
         tenant = self.loader.load(ident)
         if tenant is not None and not isinstance(tenant, Tenant):
             raise TypeError(f"the loader returned {type(tenant).__name__}, not Tenant or None")
+        stored = l2 is None or tenant is None or token is None or l2.put(ident, tenant, token)
+        if not stored:
+            with self._lock:
+                self._l2_errors += 1
         return tenant
 
     def invalidate(self, ident: TenantIdentifier) -> int:
@@ -254,6 +282,9 @@ class CachingResolver(ABC):
             load_timeouts=self._flights.timeouts,
             stale_loads_discarded=self._stale_loads,
         )
+
+    def _l2_stats(self) -> SecondLayerStats:
+        return SecondLayerStats(self._l2_hits, self._l2_misses, self._l2_errors)
 
     @abstractmethod
     def _lookup(self, key: str, now: float) -> CachedTenant | None:

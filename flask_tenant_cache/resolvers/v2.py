@@ -95,4 +95,5 @@ class UnifiedCacheResolver(CachingResolver):
                 evictions=self._cache.evictions,
                 expirations=self._cache.expirations,
                 load=self._load_stats(),
+                l2=self._l2_stats(),
             )

@@ -1,0 +1,363 @@
+"""The Redis second layer and the invalidation bus that every process shares."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .identifiers import TenantIdentifier
+from .tenant import Tenant
+
+try:
+    import redis
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "TENANT_CACHE_REDIS_URL needs redis-py: pip install 'flask-tenant-cache[redis]'"
+    ) from exc
+
+__all__ = ["RedisLayer"]
+
+logger = logging.getLogger("flask_tenant_cache")
+
+#: The format of an L2 entry; a reader skips entries of any other version.
+ENTRY_VERSION = 1
+
+# Stores an entry unless an invalidation bumped the epoch since the load began, and indexes
+# it under the tenant's id so an invalidation by any alias finds every key that holds it.
+# KEYS[1] epoch; ARGV: epoch seen, prefix, entry key, entry, ttl, tenant id, alias keys...
+_PUT = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('SET', ARGV[3], ARGV[4], 'EX', ARGV[5])
+local set = ARGV[2] .. ':aliases:' .. ARGV[6]
+redis.call('SADD', set, ARGV[3])
+redis.call('EXPIRE', set, ARGV[5])
+for i = 7, #ARGV do
+  redis.call('SET', ARGV[2] .. ':id:' .. ARGV[i], ARGV[6], 'EX', ARGV[5])
+end
+return 1
+"""
+
+# Drops the entry of one identifier and every entry of the tenants it names, and bumps the
+# epoch so loads already running cannot write their stale result back. Returns the ids.
+# KEYS[1] epoch; ARGV: prefix, cache key, tenant ids known to the caller...
+_INVALIDATE = """
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+local pointed = redis.call('GET', ARGV[1] .. ':id:' .. ARGV[2])
+if pointed then ids[#ids + 1] = pointed end
+redis.call('DEL', ARGV[1] .. ':t:' .. ARGV[2])
+for _, id in ipairs(ids) do
+  local set = ARGV[1] .. ':aliases:' .. id
+  for _, key in ipairs(redis.call('SMEMBERS', set)) do redis.call('DEL', key) end
+  redis.call('DEL', set)
+end
+redis.call('INCR', KEYS[1])
+return ids
+"""
+
+#: What the bus does on a message: (cache key or None for all, tenant ids).
+InvalidationHandler = Callable[[str | None, list[str]], object]
+
+
+class RedisLayer:
+    """The L2 store (a :class:`~.resolvers.base.SecondLayer`) and the invalidation bus.
+
+    A failing Redis is served around: reads and writes count an error and fall through to the
+    loader, and after an error Redis is left alone for ``retry_interval`` seconds so a slow or
+    dead server costs no request more than one socket timeout. Invalidations that cannot reach
+    Redis are queued (bounded; past the bound, one flush of everything replaces them) and sent
+    when it answers again. The subscriber thread flushes the local caches on every (re)subscribe,
+    since messages published while it was disconnected are lost.
+
+    :param on_invalidate: applies a message from another process to this process's caches.
+    :param on_resubscribe: flushes this process's caches.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float,
+        channel: str,
+        socket_timeout: float,
+        on_invalidate: InvalidationHandler,
+        on_resubscribe: Callable[[], object],
+        retry_interval: float = 1.0,
+        max_pending: int = 1000,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.ttl = max(1, int(ttl))
+        self.channel = channel
+        self.socket_timeout = socket_timeout
+        self.retry_interval = retry_interval
+        self._on_invalidate = on_invalidate
+        self._on_resubscribe = on_resubscribe
+        self._epoch_key = f"{prefix}:epoch"
+        self._lock = threading.Lock()
+        self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
+        self._pending_overflow = False
+        self._down_until = 0.0
+        self._outage = False
+        self.counters = dict.fromkeys(
+            (
+                "published",
+                "received",
+                "subscribes",
+                "resubscribes",
+                "disconnects",
+                "errors",
+                "pending_sent",
+                "dropped_messages",
+            ),
+            0,
+        )
+        self._setup()
+        ref = weakref.WeakMethod(self._setup)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
+
+    def _setup(self) -> None:
+        """Fresh clients, no thread: at start, and in a child after a fork."""
+        self.node_id = uuid.uuid4().hex
+        self._client = redis.Redis.from_url(
+            self.url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            health_check_interval=5,
+        )
+        self._put = self._client.register_script(_PUT)
+        self._invalidate = self._client.register_script(_INVALIDATE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started = False
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self.counters["errors"] += 1
+            self._down_until = time.monotonic() + self.retry_interval
+            first = not self._outage
+            self._outage = True
+        if first:
+            logger.warning("tenant cache: Redis %s failed, serving around it: %r", what, exc)
+
+    def _succeeded(self) -> None:
+        if self._outage:
+            with self._lock:
+                recovered, self._outage = self._outage, False
+            if recovered:
+                logger.warning("tenant cache: Redis answers again")
+
+    # -- L2 ---------------------------------------------------------------------------------
+
+    def _key(self, ident: TenantIdentifier) -> str:
+        return f"{self.prefix}:t:{ident.cache_key}"
+
+    def get(self, ident: TenantIdentifier) -> tuple[bool | None, Tenant | None, Any]:
+        """``(hit, tenant, epoch)`` for ``ident``; ``(None, None, None)`` if Redis failed."""
+        if not self._available():
+            return None, None, None
+        try:
+            raw, epoch = self._client.mget(self._key(ident), self._epoch_key)
+        except redis.RedisError as exc:
+            self._failed("read", exc)
+            return None, None, None
+        self._succeeded()
+        epoch = epoch or b"0"
+        if raw is None:
+            return False, None, epoch
+        try:
+            data = json.loads(raw)
+            if data.get("v") != ENTRY_VERSION:
+                return False, None, epoch
+            return True, Tenant.from_dict(data["tenant"]), epoch
+        except (ValueError, KeyError, TypeError):
+            logger.warning("tenant cache: unreadable L2 entry for %s skipped", ident.cache_key)
+            return False, None, epoch
+
+    def put(self, ident: TenantIdentifier, tenant: Tenant, token: Any) -> bool:
+        """Store ``tenant`` under ``ident`` unless an invalidation came since ``token``."""
+        if not self._available():
+            return True  # the outage was counted when it began
+        entry = json.dumps(
+            {"v": ENTRY_VERSION, "tenant": tenant.to_dict(), "aliases": sorted(tenant.alias_keys)}
+        )
+        try:
+            self._put(
+                keys=[self._epoch_key],
+                args=[
+                    token,
+                    self.prefix,
+                    self._key(ident),
+                    entry,
+                    self.ttl,
+                    str(tenant.id),
+                    *sorted(tenant.alias_keys),
+                ],
+            )
+        except redis.RedisError as exc:
+            self._failed("write", exc)
+            return False
+        self._succeeded()
+        return True
+
+    # -- invalidation -----------------------------------------------------------------------
+
+    def invalidate(self, ident: TenantIdentifier | None) -> list[str]:
+        """Drop ``ident``'s tenant (None: everything) from L2, then tell every process.
+
+        :returns: the ids of the tenants dropped from L2 (queued for later if Redis is down).
+        """
+        key = None if ident is None else ident.cache_key
+        try:
+            ids = self._send(key)
+        except redis.RedisError as exc:
+            self._failed("invalidation", exc)
+            self._queue(key)
+            return []
+        self._succeeded()
+        return ids
+
+    def _send(self, key: str | None) -> list[str]:
+        if key is None:
+            self._flush_l2()
+            ids: list[str] = []
+        else:
+            known = [key.partition(":")[2]] if key.startswith("uuid:") else []
+            raw_ids = self._invalidate(keys=[self._epoch_key], args=[self.prefix, key, *known])
+            ids = sorted({i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids})
+        message = json.dumps({"o": self.node_id, "k": key, "ids": ids})
+        self._client.publish(self.channel, message)
+        with self._lock:
+            self.counters["published"] += 1
+        return ids
+
+    def _flush_l2(self) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for name in self._client.scan_iter(match=f"{self.prefix}:*", count=500):
+            if name != self._epoch_key.encode():
+                pipe.unlink(name)
+        pipe.incr(self._epoch_key)
+        pipe.execute()
+
+    def _queue(self, key: str | None) -> None:
+        with self._lock:
+            if len(self._pending) == self._pending.maxlen:
+                self._pending_overflow = True
+            self._pending.append(key)
+
+    def _send_pending(self) -> None:
+        with self._lock:
+            if self._pending_overflow:
+                batch: list[str | None] = [None]
+            else:
+                batch = list(dict.fromkeys(self._pending))
+            self._pending.clear()
+            self._pending_overflow = False
+        for index, key in enumerate(batch):
+            try:
+                self._send(key)
+            except redis.RedisError as exc:
+                self._failed("queued invalidation", exc)
+                for rest in batch[index:]:
+                    self._queue(rest)
+                return
+            with self._lock:
+                self.counters["pending_sent"] += 1
+
+    @property
+    def pending(self) -> int:
+        """Invalidations waiting for Redis to answer again."""
+        return len(self._pending)
+
+    # -- the subscriber ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start this process's subscriber thread (idempotent; called lazily after a fork)."""
+        with self._lock:
+            if self.started:
+                return
+            self.started = True
+            self._thread = threading.Thread(
+                target=self._listen, name="tenant-cache-invalidation-bus", daemon=True
+            )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the subscriber thread and close the connections."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._client.close()
+
+    def _listen(self) -> None:
+        backoff = 0.05
+        subscribed_before = False
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if self._pending and self._available():
+                        self._send_pending()
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        backoff = 0.05
+                        self._subscribed(again=subscribed_before)
+                        subscribed_before = True
+                    elif message["type"] == "message":
+                        self._received(message["data"])
+            except (redis.RedisError, OSError) as exc:
+                with self._lock:
+                    self.counters["disconnects"] += 1
+                self._failed("subscription", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+
+    def _subscribed(self, *, again: bool) -> None:
+        with self._lock:
+            self.counters["resubscribes" if again else "subscribes"] += 1
+        self._succeeded()
+        # Whatever was published while this process was not listening is lost: start afresh.
+        self._on_resubscribe()
+
+    def _received(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            origin, key, ids = message["o"], message["k"], message["ids"]
+            if key is not None and not isinstance(key, str):
+                raise TypeError("key")
+            ids = [str(uuid.UUID(i)) for i in ids]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            with self._lock:
+                self.counters["dropped_messages"] += 1
+            logger.warning("tenant cache: malformed invalidation message dropped: %r", data[:200])
+            return
+        with self._lock:
+            self.counters["received"] += 1
+        if origin != self.node_id:
+            self._on_invalidate(key, ids)
+
+    def stats(self) -> dict[str, int]:
+        """The bus's counters, with the invalidations still queued."""
+        with self._lock:
+            return {**self.counters, "pending": len(self._pending)}
