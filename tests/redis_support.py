@@ -1,0 +1,135 @@
+"""Redis for the tests: the shared service, or a private redis-server that tests may break."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import need_service
+
+SHARED_REDIS_URL = os.environ.get("TENANT_CACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "it") -> Any:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, to kill, pause and restart."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="tenant-cache-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, what="redis-server to start")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.resume()
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[dict[str, Any]]:
+    """The Redis service, with a prefix and channel of this test's own (deleted after)."""
+    import redis
+
+    client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        need_service("Redis", str(exc))
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    yield {
+        "TENANT_CACHE_REDIS_URL": SHARED_REDIS_URL,
+        "TENANT_CACHE_REDIS_PREFIX": prefix,
+        "TENANT_CACHE_INVALIDATION_CHANNEL": prefix + ":bus",
+        "client": client,
+    }
+    for key in client.scan_iter(match=prefix + ":*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own; never the shared one, since tests break it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need_service("redis-server", "the binary is not installed")
+        raise AssertionError("unreachable")
+    server = PrivateRedis(binary)
+    server.start()
+    yield server
+    server.close()
