@@ -174,6 +174,16 @@ class TenantCache:
             return TenantIdentifier.uuid(identifier)
         return _state().validator.parse(identifier)
 
+    def prometheus_collector(self) -> Any:
+        """A prometheus_client collector of the current app's counters, read at scrape time.
+
+        Register it with ``prometheus_client.REGISTRY.register(...)``; or scrape
+        ``GET {TENANT_CACHE_URL_PREFIX}/metrics`` (admin auth). Needs the ``prometheus`` extra.
+        """
+        from .prometheus import TenantCacheCollector
+
+        return TenantCacheCollector(_state().stats)
+
     def close(self) -> None:
         """Stop the current app's Redis subscriber thread and close its connections."""
         _state().close()
@@ -265,7 +275,8 @@ def _make_hook(state: AppState) -> Callable[[], None]:
             return
         if bus is not None and not bus.started:
             bus.start()  # here, not in init_app: the serving process may be a fork
-        version = choose_version(state.flag_provider, FlagContext(ident, request, config))
+        context = FlagContext(ident, request._get_current_object(), config)  # type: ignore[attr-defined]
+        version = choose_version(state.flag_provider, context)
         tenant = resolvers[version].resolve(ident)
         if tenant is None or not tenant.is_active:
             raise TenantNotFound("no tenant answers to this identifier")

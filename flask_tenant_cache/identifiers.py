@@ -113,6 +113,11 @@ def _validate_slug(value: str) -> str:
         raise InvalidIdentifier("a slug must be ASCII")
     if len(slug) > MAX_SLUG_LENGTH:
         raise InvalidIdentifier(f"a slug is at most {MAX_SLUG_LENGTH} characters")
+    if _UUID_LIKE_RE.fullmatch(slug) is not None:
+        # A header reads such a value as a UUID: a slug like it would name two things.
+        raise InvalidIdentifier(
+            "a slug must not look like a UUID (30 to 40 hex digits and hyphens)"
+        )
     if _SLUG_RE.fullmatch(slug) is None:
         raise InvalidIdentifier(
             "a slug holds letters, digits and inner hyphens only, 1 to 63 characters"

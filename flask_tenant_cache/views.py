@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug import exceptions
 
 from .errors import InvalidAdminRequest
 from .identifiers import InvalidIdentifier
@@ -27,6 +28,16 @@ def _authorize() -> None:
 def stats() -> Response:
     """Every resolver's counters as JSON."""
     return jsonify(_ext().stats())
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """The counters in the Prometheus text format (needs the ``prometheus`` extra)."""
+    try:
+        from .prometheus import render
+    except ImportError as exc:
+        raise exceptions.NotImplemented(str(exc)) from None
+    return Response(render(_ext().stats), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @blueprint.post("/invalidate")

@@ -108,11 +108,13 @@ def build_app(database_uri: str = "sqlite://", **config: Any) -> Flask:
     """An app with the extension, a seeded tenant table and a few views."""
     app = Flask(__name__)
     app.config.update(
-        TESTING=True,
-        SQLALCHEMY_DATABASE_URI=database_uri,
-        TENANT_CACHE_BASE_DOMAINS=["example.com"],
-        TENANT_CACHE_ADMIN_TOKEN=ADMIN_TOKEN,
-        **config,
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_uri,
+            "TENANT_CACHE_BASE_DOMAINS": ["example.com"],
+            "TENANT_CACHE_ADMIN_TOKEN": ADMIN_TOKEN,
+            **config,
+        }
     )
     db = SQLAlchemy(app)  # a metadata of its own: tests may build several apps
     model = make_model(db)

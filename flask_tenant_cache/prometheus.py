@@ -1,0 +1,96 @@
+"""A prometheus_client collector that reads both resolvers' counters at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+try:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "Prometheus metrics need prometheus_client: pip install 'flask-tenant-cache[prometheus]'"
+    ) from exc
+
+__all__ = ["TenantCacheCollector", "render"]
+
+#: Counters per resolver: metric name suffix, where it is in the stats, help text.
+_RESOLVER_COUNTERS: list[tuple[str, tuple[str, ...], str]] = [
+    ("hits", ("hits",), "Lookups answered by a cached tenant."),
+    ("negative_hits", ("negative_hits",), "Lookups answered by a cached not-found (v1)."),
+    ("misses", ("misses",), "Lookups that went on to a load."),
+    ("loads", ("load", "loads"), "Loads that reached the loader."),
+    ("load_errors", ("load", "load_errors"), "Loads that failed (answered 503)."),
+    ("load_seconds", ("load", "load_time_sum"), "Seconds spent in loads."),
+    ("coalesced", ("load", "coalesced"), "Requests that waited on another's load."),
+    ("load_timeouts", ("load", "load_timeouts"), "Waiters that gave up on a load."),
+    ("stale_loads_discarded", ("load", "stale_loads_discarded"), "Loads an invalidation beat."),
+    ("invalidations", ("invalidations",), "Invalidations applied."),
+    ("evictions", ("evictions",), "Entries evicted to make room."),
+    ("expirations", ("expirations",), "Entries expired (TTL or idle)."),
+    ("l2_hits", ("l2", "l2_hits"), "L1 misses answered by Redis."),
+    ("l2_misses", ("l2", "l2_misses"), "L1 misses Redis did not have."),
+    ("l2_errors", ("l2", "l2_errors"), "Redis reads and writes that failed."),
+]
+
+#: Gauges per resolver.
+_RESOLVER_GAUGES: list[tuple[str, tuple[str, ...], str]] = [
+    ("entries", ("entry_count",), "Entries in the unified cache (v2)."),
+    ("positive_entries", ("positive_entries",), "Entries in the positive cache (v1)."),
+    ("negative_entries", ("negative_entries",), "Entries in the negative cache (v1)."),
+    ("load_seconds_max", ("load", "load_time_max"), "The longest load, in seconds."),
+]
+
+_BUS_GAUGES = {"pending"}
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+class TenantCacheCollector:
+    """Exposes ``stats()`` as Prometheus metrics, computed only when scraped.
+
+    :param read_stats: returns the extension's ``stats()`` dict (bound to one app).
+    :param prefix: the metric name prefix.
+    """
+
+    def __init__(
+        self, read_stats: Callable[[], dict[str, Any]], prefix: str = "tenant_cache"
+    ) -> None:
+        self.read_stats = read_stats
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one family per counter, labelled by resolver version."""
+        stats = self.read_stats()
+        versions = [v for v in ("v1", "v2") if v in stats]
+        for kind, table in (
+            (CounterMetricFamily, _RESOLVER_COUNTERS),
+            (GaugeMetricFamily, _RESOLVER_GAUGES),
+        ):
+            for name, path, text in table:
+                family = kind(f"{self.prefix}_{name}", text, labels=["version"])
+                for version in versions:
+                    value = _get(stats[version], path)
+                    if value is not None:
+                        family.add_metric([version], value)
+                yield family
+        for name, value in sorted(stats.get("redis", {}).items()):
+            text = f"Redis invalidation bus: {name.replace('_', ' ')}."
+            if name in _BUS_GAUGES:
+                yield GaugeMetricFamily(f"{self.prefix}_bus_{name}", text, value=value)
+            else:
+                yield CounterMetricFamily(f"{self.prefix}_bus_{name}", text, value=value)
+
+
+def render(read_stats: Callable[[], dict[str, Any]]) -> bytes:
+    """The metrics in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TenantCacheCollector(read_stats))
+    return generate_latest(registry)
