@@ -28,7 +28,7 @@ autoclass_content = "class"
 
 html_theme = "alabaster"
 html_theme_options = {
-    "description": "Fast, correct multi-tenant resolution for Flask.",
+    "description": "Cached tenant resolution for Flask.",
     "fixed_sidebar": True,
 }
 html_static_path: list[str] = []

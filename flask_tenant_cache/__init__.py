@@ -9,21 +9,29 @@ from .errors import (
     TenantLookupError,
     TenantNotFound,
 )
-from .extension import TenantCache, current_resolver_version, current_tenant
-from .flags import FlagContext
+from .extension import (
+    TenantCache,
+    current_resolver_version,
+    current_rollout_decision,
+    current_tenant,
+)
+from .flags import Decision, FlagContext, OpenFeatureProvider
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import SQLAlchemyTenantLoader, TenantLoader
-from .resolvers import UnifiedCacheResolver
+from .resolvers import DualCacheResolver, UnifiedCacheResolver
 from .tenant import Tenant
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Decision",
+    "DualCacheResolver",
     "FlagContext",
     "InvalidIdentifier",
     "InvalidTenantIdentifier",
     "LoadTimeout",
     "MissingTenantIdentifier",
+    "OpenFeatureProvider",
     "SQLAlchemyTenantLoader",
     "Tenant",
     "TenantCache",
@@ -35,5 +43,6 @@ __all__ = [
     "UnifiedCacheResolver",
     "__version__",
     "current_resolver_version",
+    "current_rollout_decision",
     "current_tenant",
 ]

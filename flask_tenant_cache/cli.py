@@ -43,6 +43,21 @@ def invalidate_command(identifier: str | None, everything: bool) -> None:
     click.echo(f"invalidated {dropped} entries")
 
 
+@tenant_cache_cli.command("rollout")
+@click.argument("value", required=False)
+def rollout_command(value: str | None) -> None:
+    """Show the rollout, or override it: VALUE is v1, v2, a percentage on v2, or clear."""
+    if value is None:
+        click.echo(json.dumps(_ext().stats()["rollout"], indent=2, sort_keys=True))
+        return
+    try:
+        result = _ext().set_rollout(None if value == "clear" else value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="VALUE") from None
+    override = "lifted" if result["override"] is None else f"set to {result['override']}"
+    click.echo(f"rollout override {override} ({result['scope']})")
+
+
 @tenant_cache_cli.command("warm")
 def warm_command() -> None:
     """Load every tenant into the caches."""

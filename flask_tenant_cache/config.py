@@ -31,6 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_REDIS_TTL": None,
     "TENANT_CACHE_INVALIDATION_CHANNEL": "tenant-cache:invalidate",
     "TENANT_CACHE_REDIS_SOCKET_TIMEOUT": 0.25,
+    "TENANT_CACHE_V2_PERCENT": None,
+    "TENANT_CACHE_SHADOW_PERCENT": 0,
+    "TENANT_CACHE_SHADOW_TIMEOUT": 2,
+    "TENANT_CACHE_AUTO_INVALIDATE": False,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -59,6 +63,8 @@ class Settings:
     redis_ttl: float
     invalidation_channel: str
     redis_socket_timeout: float
+    shadow_timeout: float
+    auto_invalidate: bool
 
 
 def _fail(key: str, expected: str, value: Any) -> ValueError:
@@ -141,11 +147,26 @@ def _redis_url(config: Mapping[str, Any]) -> str | None:
     return value
 
 
-def _name(config: Mapping[str, Any], key: str) -> str:
+def _name(config: Mapping[str, Any], key: str, *, no_colon: bool = False) -> str:
     value = config[key]
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise _fail(key, "a non-empty name without spaces", value)
+    if (
+        not isinstance(value, str)
+        or not value
+        or any(c.isspace() for c in value)
+        or (no_colon and ":" in value)
+    ):
+        expected = "a non-empty name without spaces" + (" or ':'" if no_colon else "")
+        raise _fail(key, expected, value)
     return value
+
+
+def _percent(config: Mapping[str, Any], key: str, *, optional: bool) -> float | None:
+    value = config[key]
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise _fail(key, "a percentage from 0 to 100" + (" or None" if optional else ""), value)
+    return float(value)
 
 
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
@@ -155,7 +176,10 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     """
     for key, default in DEFAULTS.items():
         config.setdefault(key, list(default) if isinstance(default, list) else default)
+    # Read live on each request; validated here so a typo fails at start-up.
     _flag(config, "TENANT_CACHE_USE_V2")
+    _percent(config, "TENANT_CACHE_V2_PERCENT", optional=True)
+    _percent(config, "TENANT_CACHE_SHADOW_PERCENT", optional=False)
     header = _header(config)
     return Settings(
         header=header,
@@ -171,7 +195,8 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         admin_token=_admin_token(config),
         v1_max_entries=_max_entries(config, "TENANT_CACHE_V1_MAX_ENTRIES"),
         redis_url=_redis_url(config),
-        redis_prefix=_name(config, "TENANT_CACHE_REDIS_PREFIX"),
+        # No ':' in it, so no prefix is the start of another's keys ("{prefix}:...").
+        redis_prefix=_name(config, "TENANT_CACHE_REDIS_PREFIX", no_colon=True),
         redis_ttl=(
             _number(config, "TENANT_CACHE_TTL", positive=True)
             if config["TENANT_CACHE_REDIS_TTL"] is None
@@ -179,4 +204,6 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         ),
         invalidation_channel=_name(config, "TENANT_CACHE_INVALIDATION_CHANNEL"),
         redis_socket_timeout=_number(config, "TENANT_CACHE_REDIS_SOCKET_TIMEOUT", positive=True),
+        shadow_timeout=_number(config, "TENANT_CACHE_SHADOW_TIMEOUT", positive=True),
+        auto_invalidate=_flag(config, "TENANT_CACHE_AUTO_INVALIDATE"),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from werkzeug import exceptions
 from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
@@ -74,6 +75,12 @@ class AdminForbidden(_JSONError, Forbidden):
     """An admin route refused the caller, or no admin access is configured: 403."""
 
     error_code = "admin_forbidden"
+
+
+class FeatureUnavailable(_JSONError, exceptions.NotImplemented):
+    """A route needs an optional extra that is not installed: 501."""
+
+    error_code = "feature_unavailable"
 
 
 class InvalidAdminRequest(_JSONError, BadRequest):

@@ -1,4 +1,4 @@
-"""The ``TenantCache`` extension: the before_request hook, admin policy and per-app state."""
+"""The ``TenantCache`` extension object: set-up, user hooks, operations and admin policy."""
 
 from __future__ import annotations
 
@@ -8,52 +8,44 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.local import LocalProxy
 
-from . import signals
 from .config import load_settings
-from .errors import (
-    AdminAuthRequired,
-    AdminForbidden,
-    InvalidTenantIdentifier,
-    MissingTenantIdentifier,
-    TenantNotFound,
-)
-from .flags import FlagContext, FlagProvider, choose_version, config_toggle
-from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
+from .errors import AdminAuthRequired, AdminForbidden
+from .flags import Decision, FlagProvider, Rollout
+from .hook import current_decision, current_tenant_or_none, make_hook
+from .identifiers import TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
 from .resolvers.base import Resolver
 from .state import AppState
 from .tenant import Tenant
 
-__all__ = ["TenantCache", "current_resolver_version", "current_tenant"]
+__all__ = ["TenantCache", "current_resolver_version", "current_rollout_decision", "current_tenant"]
 
 logger = logging.getLogger("flask_tenant_cache")
 
 EXTENSION_KEY = "tenant_cache"
 BLUEPRINT_NAME = "tenant_cache"
-_G_TENANT = "_tenant_cache_tenant"
-_G_VERSION = "_tenant_cache_version"
 _EXEMPT_ATTR = "_tenant_cache_exempt"
 
 V = TypeVar("V")
 AdminAuthorizer = Callable[[], bool]
 
 
-def _current_tenant() -> Tenant | None:
-    tenant: Tenant | None = g.get(_G_TENANT)
-    return tenant
-
-
 #: The tenant of the current request, or None (no tenant required, or an exempt view).
-current_tenant: Tenant = LocalProxy(_current_tenant)  # type: ignore[assignment]
+current_tenant: Tenant = LocalProxy(current_tenant_or_none)  # type: ignore[assignment]
 
 
 def current_resolver_version() -> str | None:
     """``"v1"`` or ``"v2"``: the resolver that served the current request (None if none did)."""
-    version: str | None = g.get(_G_VERSION)
-    return version
+    decision = current_decision()
+    return None if decision is None else decision.version
+
+
+def current_rollout_decision() -> Decision | None:
+    """Which version served the current request and why (None if none did)."""
+    return current_decision()
 
 
 class TenantCache:
@@ -103,10 +95,10 @@ class TenantCache:
             settings=settings,
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
-            flag_provider=flag_provider or self.flag_provider or config_toggle,
+            rollout=Rollout(flag_provider or self.flag_provider),
         )
         app.extensions[EXTENSION_KEY] = state
-        app.before_request(_make_hook(state))
+        app.before_request(make_hook(state))
 
         from .cli import tenant_cache_cli
         from .views import blueprint
@@ -124,6 +116,13 @@ class TenantCache:
             setattr(view, _EXEMPT_ATTR, True)
         return view
 
+    def flag_provider_handler(self, func: FlagProvider) -> FlagProvider:
+        """Register the flag provider (a decorator): given a :class:`~.flags.FlagContext`, it
+        answers ``"v1"`` or ``"v2"`` for the request. Register it before ``init_app``.
+        """
+        self.flag_provider = func
+        return func
+
     def admin_authorizer(self, func: AdminAuthorizer) -> AdminAuthorizer:
         """Register a callback that says whether the current request may use the admin routes."""
         self._admin_authorizer = func
@@ -140,16 +139,11 @@ class TenantCache:
         """
         state = _state()
         ident = self.parse_identifier(identifier)
-        dropped = state.invalidate(ident)
-        signals.tenant_invalidated.send(state.app, identifier=ident, dropped=dropped)
-        return dropped
+        return state.invalidate(ident)
 
     def invalidate_all(self) -> int:
         """Drop every entry of every resolver; return how many there were."""
-        state = _state()
-        dropped = state.invalidate(None)
-        signals.tenant_invalidated.send(state.app, identifier=None, dropped=dropped)
-        return dropped
+        return _state().invalidate(None)
 
     def warm(self) -> int:
         """Load every tenant into every resolver; return the cache entries stored.
@@ -173,6 +167,16 @@ class TenantCache:
         if isinstance(identifier, uuid.UUID):
             return TenantIdentifier.uuid(identifier)
         return _state().validator.parse(identifier)
+
+    def set_rollout(self, value: str | float | None) -> dict[str, Any]:
+        """Override the rollout on every process (with Redis) or this one: the kill switch.
+
+        :param value: ``"v1"``, ``"v2"``, a percentage of tenants on v2 (0-100), or None to
+            lift the override and go back to the configured rollout.
+        :returns: ``{"override": ..., "scope": "cluster" | "process"}``.
+        :raises ValueError: for any other value.
+        """
+        return _state().set_rollout(value)
 
     def prometheus_collector(self) -> Any:
         """A prometheus_client collector of the current app's counters, read at scrape time.
@@ -231,58 +235,3 @@ def _state() -> AppState:
     except KeyError:
         raise RuntimeError("TenantCache is not registered on the current app") from None
     return state
-
-
-def _make_hook(state: AppState) -> Callable[[], None]:
-    """The before_request hook for one app, with its state bound (no lookup per request)."""
-    settings = state.settings
-    header_key = settings.header_environ_key
-    parse_header = state.validator.parse_header
-    parse_host = state.validator.parse_host
-    exempt = state.exempt
-    resolvers = state.resolvers
-    config = state.app.config
-    is_exempt = state.ext._is_exempt
-    resolved = signals.tenant_resolved
-    bus = state.redis
-
-    def resolve_tenant() -> None:
-        # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
-        g._tenant_cache_tenant = g._tenant_cache_version = None
-        endpoint = request.endpoint
-        if endpoint is None:
-            return  # no route matched: the 404 needs no tenant
-        skip = exempt.get(endpoint)
-        if skip is None:
-            skip = exempt[endpoint] = is_exempt(state, endpoint)
-        if skip:
-            return
-        environ = request.environ
-        raw = environ.get(header_key)
-        try:
-            if raw is not None:
-                ident: TenantIdentifier | None = parse_header(raw)
-            else:
-                host = environ.get("HTTP_HOST")
-                ident = parse_host(host) if host else None
-        except InvalidIdentifier as exc:
-            raise InvalidTenantIdentifier(str(exc)) from None
-        if ident is None:
-            if settings.required:
-                raise MissingTenantIdentifier(
-                    f"no tenant: send the {settings.header} header or use a tenant's host"
-                )
-            return
-        if bus is not None and not bus.started:
-            bus.start()  # here, not in init_app: the serving process may be a fork
-        context = FlagContext(ident, request._get_current_object(), config)  # type: ignore[attr-defined]
-        version = choose_version(state.flag_provider, context)
-        tenant = resolvers[version].resolve(ident)
-        if tenant is None or not tenant.is_active:
-            raise TenantNotFound("no tenant answers to this identifier")
-        g._tenant_cache_tenant = tenant
-        g._tenant_cache_version = version
-        if resolved.receivers:
-            resolved.send(state.app, tenant=tenant, identifier=ident, version=version)
-
-    return resolve_tenant

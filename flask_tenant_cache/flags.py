@@ -1,21 +1,42 @@
-"""Flag providers: which resolver, ``"v1"`` or ``"v2"``, serves a request."""
+"""Which resolver, ``"v1"`` or ``"v2"``, serves a request: flag providers and the rollout."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple
 
 from .identifiers import TenantIdentifier
 
-__all__ = ["FlagContext", "FlagProvider", "Version", "choose_version", "config_toggle"]
+__all__ = [
+    "Decision",
+    "FlagContext",
+    "FlagProvider",
+    "OpenFeatureProvider",
+    "Override",
+    "Rollout",
+    "Version",
+    "config_toggle",
+    "parse_override",
+    "rollout_bucket",
+]
 
 logger = logging.getLogger("flask_tenant_cache")
 
-#: The version a request gets when its flag provider fails or answers something else.
-FALLBACK_VERSION: Version = "v2"
-
 Version = Literal["v1", "v2"]
+
+#: What an operator can force: a version, or a percentage of tenants on v2.
+Override = Version | float
+
+#: The version a request gets when its flag provider fails or answers something else: the
+#: older path, so a broken flag service cannot push traffic onto the newer one.
+FALLBACK_VERSION: Version = "v1"
+
+#: Prepended to the key before hashing, so these buckets are independent of other rollouts.
+ROLLOUT_SALT = b"flask-tenant-cache:v2:"
 
 
 class FlagContext(NamedTuple):
@@ -23,7 +44,7 @@ class FlagContext(NamedTuple):
 
     #: The request's validated tenant identifier.
     identifier: TenantIdentifier
-    #: The request (a ``flask.Request``).
+    #: The request (a ``flask.Request``, usable after the request too).
     request: Any
     #: The app's config, read live.
     config: Mapping[str, Any]
@@ -33,19 +54,160 @@ class FlagContext(NamedTuple):
 FlagProvider = Callable[[FlagContext], str]
 
 
+class Decision(NamedTuple):
+    """The version chosen for one request and why (kept on ``g`` for the request)."""
+
+    version: Version
+    #: ``"config"``, ``"percentage"``, ``"provider"``, ``"provider-error"``, ``"override"``.
+    reason: str
+    #: The tenant's rollout bucket in basis points (0-9999), where a percentage decided.
+    bucket: int | None = None
+
+
+_CONFIG_V1 = Decision("v1", "config")
+_CONFIG_V2 = Decision("v2", "config")
+
+
+@functools.lru_cache(maxsize=65536)
+def rollout_bucket(key: str) -> int:
+    """The rollout bucket of a tenant key, in basis points: 0 to 9999.
+
+    SHA-256 of ``ROLLOUT_SALT + key`` (UTF-8), its first 8 bytes read as a big-endian unsigned
+    integer, modulo 10,000. Stable across processes, restarts, machines and languages, unlike
+    Python's salted ``hash()``. ``key`` is the identifier's cache key, e.g. ``"slug:acme"``.
+    """
+    digest = hashlib.sha256(ROLLOUT_SALT + key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000
+
+
+def _by_percentage(key: str, percent: float, reason: str) -> Decision:
+    # A tenant is on v2 when its bucket is below the threshold: raising the percentage only
+    # ever moves tenants from v1 to v2.
+    bucket = rollout_bucket(key)
+    return Decision("v2" if bucket < percent * 100 else "v1", reason, bucket)
+
+
 def config_toggle(context: FlagContext) -> Version:
     """``TENANT_CACHE_USE_V2``, read live: changing ``app.config`` acts on the next request."""
     return "v2" if context.config["TENANT_CACHE_USE_V2"] else "v1"
 
 
-def choose_version(provider: FlagProvider, context: FlagContext) -> Version:
-    """Ask ``provider``; a failure or an unknown answer falls back to :data:`FALLBACK_VERSION`."""
-    try:
-        version = provider(context)
-    except Exception:
-        logger.exception("the tenant cache flag provider failed; using %s", FALLBACK_VERSION)
-        return FALLBACK_VERSION
-    if version in ("v1", "v2"):
-        return cast(Version, version)
-    logger.error("the flag provider answered %r, not 'v1' or 'v2'", version)
-    return FALLBACK_VERSION
+def parse_override(value: Any) -> Override | None:
+    """Validate an override: ``"v1"``, ``"v2"``, a percentage 0-100, or None (lift it).
+
+    :raises ValueError: for anything else.
+    """
+    if value is None or value in ("v1", "v2"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str):
+        try:
+            value = float(value.rstrip("%"))
+        except ValueError:
+            raise ValueError(f"a rollout is 'v1', 'v2' or a percentage, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise ValueError(f"a rollout percentage is a number from 0 to 100, not {value!r}")
+    return float(value)
+
+
+class Rollout:
+    """Picks each request's version: the override, else the provider, else the config.
+
+    The override (the kill switch) is set by an operator and kept apart from the settings it
+    overrides, so lifting it restores them. Without a provider the config decides:
+    ``TENANT_CACHE_V2_PERCENT`` (a sticky percentage) when set, else ``TENANT_CACHE_USE_V2``;
+    both are read live.
+
+    :param provider: a callable given a :class:`FlagContext`, answering ``"v1"`` or ``"v2"``.
+    """
+
+    def __init__(self, provider: FlagProvider | None = None) -> None:
+        self.provider = provider
+        self.override: Override | None = None
+        self._lock = threading.Lock()
+        self.provider_errors = 0
+
+    def decide(self, ident: TenantIdentifier, request: Any, config: Mapping[str, Any]) -> Decision:
+        """The decision for one request."""
+        override = self.override
+        if override is not None:
+            if isinstance(override, str):
+                return Decision(override, "override")
+            return _by_percentage(ident.cache_key, override, "override")
+        if self.provider is not None:
+            return self._ask(FlagContext(ident, request, config))
+        percent = config.get("TENANT_CACHE_V2_PERCENT")
+        if percent is not None:
+            return _by_percentage(ident.cache_key, percent, "percentage")
+        return _CONFIG_V2 if config["TENANT_CACHE_USE_V2"] else _CONFIG_V1
+
+    def _ask(self, context: FlagContext) -> Decision:
+        assert self.provider is not None
+        try:
+            version = self.provider(context)
+        except Exception:
+            logger.exception("the tenant cache flag provider failed; using %s", FALLBACK_VERSION)
+            version = None
+        else:
+            if version in ("v1", "v2"):
+                return Decision(version, "provider")  # type: ignore[arg-type]
+            logger.error("the flag provider answered %r, not 'v1' or 'v2'", version)
+        with self._lock:
+            self.provider_errors += 1
+        return Decision(FALLBACK_VERSION, "provider-error")
+
+    def stats(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The effective rollout: its mode, the override and the settings it overrides."""
+        if self.override is not None:
+            mode = "override"
+        elif self.provider is not None:
+            mode = "provider"
+        elif config.get("TENANT_CACHE_V2_PERCENT") is not None:
+            mode = "percentage"
+        else:
+            mode = "config"
+        return {
+            "mode": mode,
+            "override": self.override,
+            "v2_percent": config.get("TENANT_CACHE_V2_PERCENT"),
+            "use_v2": config.get("TENANT_CACHE_USE_V2"),
+            "provider": getattr(self.provider, "__name__", type(self.provider).__name__)
+            if self.provider is not None
+            else None,
+            "provider_errors": self.provider_errors,
+        }
+
+
+class OpenFeatureProvider:
+    """A flag provider backed by the OpenFeature SDK (the ``openfeature`` extra).
+
+    Evaluates the boolean flag ``flag_key`` with the tenant's cache key as targeting key (and
+    the identifier's kind and value as attributes): true is v2, false is v1.
+
+    :param client: an ``openfeature.client.OpenFeatureClient``; by default ``api.get_client()``.
+    :param flag_key: the flag's name in the flag service.
+    :param default: the value when the service cannot answer.
+    """
+
+    def __init__(
+        self, client: Any = None, *, flag_key: str = "tenant-cache-v2", default: bool = False
+    ) -> None:
+        try:
+            from openfeature import api
+            from openfeature.evaluation_context import EvaluationContext
+        except ImportError as exc:
+            raise ImportError(
+                "OpenFeatureProvider needs the SDK: pip install 'flask-tenant-cache[openfeature]'"
+            ) from exc
+        self._context_type = EvaluationContext
+        self.client = client if client is not None else api.get_client()
+        self.flag_key = flag_key
+        self.default = default
+        self.__name__ = f"openfeature:{flag_key}"
+
+    def __call__(self, context: FlagContext) -> Version:
+        ident = context.identifier
+        evaluation = self._context_type(
+            targeting_key=ident.cache_key, attributes={"kind": ident.kind, "value": ident.value}
+        )
+        on = self.client.get_boolean_value(self.flag_key, self.default, evaluation)
+        return "v2" if on else "v1"

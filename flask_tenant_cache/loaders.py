@@ -65,6 +65,9 @@ class SQLAlchemyTenantLoader:
     ) -> None:
         self.db = db
         self.model = model
+        self.id_column = id_column
+        self.slug_column = slug_column
+        self.domain_column = domain_column
         self._id = getattr(model, id_column)
         self._slug = getattr(model, slug_column)
         self._domain = getattr(model, domain_column) if domain_column else None

@@ -29,9 +29,9 @@ class LoadStats:
 class UnifiedCacheStats:
     """The v2 resolver's basic stats.
 
-    ``entry_count`` and ``weighted_size`` are those of the seed's moka cache; ``hits`` counts
-    found and not-found entries served from the cache, ``misses`` the lookups that went on to
-    the loader (or joined a load already running).
+    ``entry_count`` is the number of live entries and ``weighted_size`` their total weight
+    (one per entry); ``hits`` counts found and not-found entries served from the cache,
+    ``misses`` the lookups that went on to the loader (or joined a load already running).
     """
 
     entry_count: int

@@ -92,6 +92,7 @@ class RedisLayer:
         socket_timeout: float,
         on_invalidate: InvalidationHandler,
         on_resubscribe: Callable[[], object],
+        on_rollout: Callable[[Any], object] = lambda value: None,
         retry_interval: float = 1.0,
         max_pending: int = 1000,
     ) -> None:
@@ -103,6 +104,8 @@ class RedisLayer:
         self.retry_interval = retry_interval
         self._on_invalidate = on_invalidate
         self._on_resubscribe = on_resubscribe
+        self._on_rollout = on_rollout
+        self._rollout_key = f"{prefix}:rollout"
         self._epoch_key = f"{prefix}:epoch"
         self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
@@ -223,6 +226,8 @@ class RedisLayer:
         :returns: the ids of the tenants dropped from L2 (queued for later if Redis is down).
         """
         key = None if ident is None else ident.cache_key
+        if self._pending and self._available():
+            self._send_pending()  # older ones first, whoever comes next
         try:
             ids = self._send(key)
         except redis.RedisError as exc:
@@ -247,9 +252,11 @@ class RedisLayer:
         return ids
 
     def _flush_l2(self) -> None:
+        # The epoch first: a load that read the old epoch cannot write back behind the scan.
+        self._client.incr(self._epoch_key)
         pipe = self._client.pipeline(transaction=False)
         for name in self._client.scan_iter(match=f"{self.prefix}:*", count=500):
-            if name != self._epoch_key.encode():
+            if name not in (self._epoch_key.encode(), self._rollout_key.encode()):
                 pipe.unlink(name)
         pipe.incr(self._epoch_key)
         pipe.execute()
@@ -279,6 +286,26 @@ class RedisLayer:
             with self._lock:
                 self.counters["pending_sent"] += 1
 
+    # -- the rollout override ---------------------------------------------------------------
+
+    def set_rollout(self, value: Any) -> None:
+        """Store the rollout override (None lifts it) and tell every process.
+
+        :raises redis.RedisError: if Redis cannot be reached (the caller applies it locally).
+        """
+        if value is None:
+            self._client.delete(self._rollout_key)
+        else:
+            self._client.set(self._rollout_key, json.dumps(value))
+        self._client.publish(self.channel, json.dumps({"o": self.node_id, "rollout": value}))
+        with self._lock:
+            self.counters["published"] += 1
+
+    def read_rollout(self) -> Any:
+        """The override stored in Redis (None if none)."""
+        raw = self._client.get(self._rollout_key)
+        return None if raw is None else json.loads(raw)
+
     @property
     def pending(self) -> int:
         """Invalidations waiting for Redis to answer again."""
@@ -302,6 +329,8 @@ class RedisLayer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._pending:
+            self._send_pending()
         self._client.close()
 
     def _listen(self) -> None:
@@ -339,10 +368,20 @@ class RedisLayer:
         self._succeeded()
         # Whatever was published while this process was not listening is lost: start afresh.
         self._on_resubscribe()
+        try:
+            self._on_rollout(self.read_rollout())
+        except (redis.RedisError, ValueError) as exc:
+            self._failed("rollout read", exc)
 
     def _received(self, data: bytes) -> None:
         try:
             message = json.loads(data)
+            if "rollout" in message:
+                with self._lock:
+                    self.counters["received"] += 1
+                if message["o"] != self.node_id:
+                    self._on_rollout(message["rollout"])
+                return
             origin, key, ids = message["o"], message["k"], message["ids"]
             if key is not None and not isinstance(key, str):
                 raise TypeError("key")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from blinker import Namespace
 
-__all__ = ["tenant_invalidated", "tenant_resolved"]
+__all__ = ["shadow_mismatch", "tenant_invalidated", "tenant_resolved"]
 
 _signals = Namespace()
 
@@ -13,3 +13,7 @@ tenant_resolved = _signals.signal("tenant-cache.tenant-resolved")
 
 #: Sent after an invalidation, with ``identifier`` (None for all) and ``dropped``.
 tenant_invalidated = _signals.signal("tenant-cache.tenant-invalidated")
+
+#: Sent when a shadow resolution disagrees, with ``identifier``, ``primary_version``,
+#: ``primary``, ``shadow_version`` and ``shadow`` (a Tenant, None, or an error's class name).
+shadow_mismatch = _signals.signal("tenant-cache.shadow-mismatch")

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
+from . import signals
 from .config import Settings
-from .flags import FlagProvider
+from .flags import Override, Rollout, parse_override
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader
 from .resolvers.base import Resolver
 from .resolvers.v1 import DualCacheResolver
 from .resolvers.v2 import UnifiedCacheResolver
+from .shadow import ShadowComparer
 
 if TYPE_CHECKING:
     from .extension import TenantCache
@@ -34,9 +36,10 @@ class AppState:
     settings: Settings
     validator: TenantIdentifierValidator
     loader: TenantLoader
-    flag_provider: FlagProvider
+    rollout: Rollout
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     redis: RedisLayer | None = None
+    shadow: ShadowComparer | None = None
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
 
@@ -58,6 +61,7 @@ class AppState:
                 socket_timeout=s.redis_socket_timeout,
                 on_invalidate=self.invalidate_local,
                 on_resubscribe=self.flush_local,
+                on_rollout=self._apply_rollout,
             )
         v1 = DualCacheResolver(
             self.loader,
@@ -71,6 +75,14 @@ class AppState:
         for resolver in (v1, v2):
             resolver.l2 = self.redis
         self.resolvers = {"v1": v1, "v2": v2}
+        self.shadow = ShadowComparer(self.app, self.resolvers, timeout=s.shadow_timeout)
+        if s.auto_invalidate:
+            from .auto_invalidate import install
+            from .loaders import SQLAlchemyTenantLoader
+
+            if not isinstance(self.loader, SQLAlchemyTenantLoader):
+                raise ValueError("TENANT_CACHE_AUTO_INVALIDATE needs a SQLAlchemyTenantLoader")
+            install(self.loader)
 
     def invalidate(self, ident: TenantIdentifier | None) -> int:
         """Invalidate ``ident`` (None: everything) in Redis, here, and on every other process.
@@ -79,7 +91,9 @@ class AppState:
         entry from L2.
         """
         ids = self.redis.invalidate(ident) if self.redis is not None else []
-        return self.invalidate_local(None if ident is None else ident.cache_key, ids)
+        dropped = self.invalidate_local(None if ident is None else ident.cache_key, ids)
+        signals.tenant_invalidated.send(self.app, identifier=ident, dropped=dropped)
+        return dropped
 
     def invalidate_local(self, key: str | None, ids: list[str]) -> int:
         """Drop a key (None: everything) and the tenants with ``ids`` from this process."""
@@ -97,14 +111,56 @@ class AppState:
         """Drop every entry of this process's resolvers."""
         return sum(r.invalidate_all() for r in self.resolvers.values())
 
+    def set_rollout(self, value: Any) -> dict[str, Any]:
+        """Set the rollout override (None lifts it): on every process if Redis is configured.
+
+        :raises ValueError: if ``value`` is not ``"v1"``, ``"v2"``, a percentage or None.
+        :returns: the override and where it applies: ``"cluster"`` or ``"process"`` (Redis
+            unreachable or not configured).
+        """
+        override = parse_override(value)
+        self._apply_rollout(override)
+        scope = "process"
+        if self.redis is not None:
+            try:
+                self.redis.set_rollout(override)
+                scope = "cluster"
+            except Exception as exc:
+                logger.warning("tenant cache: rollout override not shared, Redis failed: %r", exc)
+        return {"override": override, "scope": scope}
+
+    def _apply_rollout(self, value: Any) -> None:
+        try:
+            override: Override | None = parse_override(value)
+        except ValueError:
+            logger.warning("tenant cache: invalid rollout override %r ignored", value)
+            return
+        self.rollout.override = override
+
     def stats(self) -> dict[str, Any]:
-        """Each resolver's counters under its version, and the Redis layer's under "redis"."""
+        """Each resolver's counters under its version; the Redis layer, rollout and shadow."""
         data: dict[str, Any] = {v: r.stats().as_dict() for v, r in self.resolvers.items()}
+        rollout = data["rollout"] = self.rollout.stats(self.app.config)
+        shadow: dict[str, Any] = self.shadow.stats() if self.shadow is not None else {}
+        shadow_lookups = shadow.get("lookups", {})
+        # Counted from the resolvers' own lookups (under their locks), so the hot path takes
+        # no lock of its own for it; shadow lookups are not requests served.
+        rollout["served"] = {
+            v: data[v]["hits"]
+            + data[v].get("negative_hits", 0)
+            + data[v]["misses"]
+            - shadow_lookups.get(v, 0)
+            for v in self.resolvers
+        }
+        if self.shadow is not None:
+            data["shadow"] = shadow
         if self.redis is not None:
             data["redis"] = self.redis.stats()
         return data
 
     def close(self) -> None:
-        """Stop the subscriber thread and close the Redis connections."""
+        """Stop the shadow pool and the subscriber thread; close the Redis connections."""
+        if self.shadow is not None:
+            self.shadow.close()
         if self.redis is not None:
             self.redis.stop()

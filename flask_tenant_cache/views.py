@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug import exceptions
 
-from .errors import InvalidAdminRequest
+from .errors import FeatureUnavailable, InvalidAdminRequest
 from .identifiers import InvalidIdentifier
 
 __all__ = ["blueprint"]
@@ -36,8 +35,21 @@ def metrics() -> Response:
     try:
         from .prometheus import render
     except ImportError as exc:
-        raise exceptions.NotImplemented(str(exc)) from None
+        raise FeatureUnavailable(str(exc)) from None
     return Response(render(_ext().stats), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@blueprint.post("/rollout")
+def rollout() -> Response:
+    """``{"override": "v1" | "v2" | <percent> | null}``: the kill switch, on every process."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or set(body) != {"override"}:
+        raise InvalidAdminRequest('send {"override": "v1" | "v2" | <0-100> | null}')
+    try:
+        result = _ext().set_rollout(body["override"])
+    except ValueError as exc:
+        raise InvalidAdminRequest(str(exc)) from None
+    return jsonify(result)
 
 
 @blueprint.post("/invalidate")

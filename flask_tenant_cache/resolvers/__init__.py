@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import CachedTenant, Found, NotFound, Resolver
+from ._store import CachedTenant, Found, NotFound
+from .base import Resolver
 from .v1 import DualCacheResolver
 from .v2 import UnifiedCacheResolver
 

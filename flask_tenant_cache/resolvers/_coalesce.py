@@ -26,7 +26,7 @@ class _Flight(Generic[T]):
 class SingleFlight(Generic[T]):
     """Runs at most one call per key at a time; concurrent callers share its result or error.
 
-    The original's per-key in-flight map, done right: the error reaches every waiter of the
+    A per-key map of calls in flight: the error reaches every waiter of the
     failed call once (no waiter re-runs the call after it, so no serial retry storm), waiters
     give up after ``timeout`` seconds instead of hanging, and :meth:`forget` detaches calls
     that an invalidation made stale, so callers that come after it start a fresh call.

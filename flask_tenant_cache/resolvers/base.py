@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -10,44 +9,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
-from cachetools import Cache, TLRUCache
-
 from ..errors import TenantLookupError
 from ..identifiers import TenantIdentifier
 from ..loaders import TenantLoader
 from ..metrics import LoadStats, SecondLayerStats
 from ..tenant import Tenant
 from ._coalesce import SingleFlight
+from ._store import CachedTenant
 
-__all__ = ["CachedTenant", "CachingResolver", "Found", "NotFound", "Resolver", "TenantLRU"]
+__all__ = ["CachingResolver", "Resolver", "SecondLayer"]
 
 logger = logging.getLogger("flask_tenant_cache")
 
 Timer = Callable[[], float]
-
-
-class Found:
-    """A cached tenant, with the time it was last read (for the idle timeout)."""
-
-    __slots__ = ("tenant", "touched")
-
-    def __init__(self, tenant: Tenant, touched: float) -> None:
-        self.tenant: Tenant | None = tenant
-        self.touched = touched
-
-
-class NotFound:
-    """A cached answer that no tenant has this identifier."""
-
-    __slots__ = ("touched",)
-    tenant: ClassVar[None] = None
-
-    def __init__(self, touched: float) -> None:
-        self.touched = touched
-
-
-#: What a cache holds under an identifier's key.
-CachedTenant = Found | NotFound
 
 
 class Resolver(Protocol):
@@ -81,71 +55,6 @@ class SecondLayer(Protocol):
 
     def put(self, ident: TenantIdentifier, tenant: Tenant, token: Any) -> bool:
         """Store ``tenant`` unless an invalidation came after ``token``; False if it failed."""
-
-
-class TenantLRU(TLRUCache[str, CachedTenant]):
-    """A cachetools TLRU cache that counts evictions and expirations.
-
-    Entries expire at the time ``ttu(key, entry, now)`` returns; when full, the least recently
-    used entry is evicted.
-    """
-
-    def __init__(
-        self, maxsize: int, ttu: Callable[[str, CachedTenant, float], float], timer: Timer
-    ) -> None:
-        super().__init__(maxsize, ttu, timer)
-        self.evictions = 0
-        self.expirations = 0
-
-    def expire(self, time: float | None = None) -> list[tuple[str, CachedTenant]]:
-        expired = list(super().expire(time))
-        self.expirations += len(expired)
-        return expired
-
-    def popitem(self) -> tuple[str, CachedTenant]:
-        item = super().popitem()
-        self.evictions += 1
-        return item
-
-    def scan(self) -> list[tuple[str, CachedTenant]]:
-        """Every stored entry, expired ones included, without touching the LRU order."""
-        return [(key, Cache.__getitem__(self, key)) for key in list(Cache.__iter__(self))]
-
-    def discard(self, key: str) -> bool:
-        """Remove ``key`` if stored (expired or not); return whether it was."""
-        if not Cache.__contains__(self, key):
-            return False
-        with contextlib.suppress(KeyError):  # raised for an expired key, removed all the same
-            del self[key]
-        return True
-
-
-def names(tenant: Tenant, ident: TenantIdentifier) -> bool:
-    """Whether ``ident`` is one of ``tenant``'s aliases."""
-    if ident.kind == "slug":
-        return tenant.slug == ident.value
-    if ident.kind == "host":
-        return ident.value in tenant.domains
-    return str(tenant.id) == ident.value
-
-
-def keys_to_invalidate(
-    entries: Iterable[tuple[str, CachedTenant]], ident: TenantIdentifier
-) -> list[str]:
-    """The keys an invalidation of ``ident`` drops.
-
-    That is every entry holding a tenant that ``ident`` names (whatever key it was cached
-    under, old names of a renamed tenant included) and every not-found entry, since a name
-    that was unknown may belong to the tenant just created or renamed.
-    """
-    entries = list(entries)
-    target = ident.cache_key
-    ids = {
-        e.tenant.id
-        for k, e in entries
-        if e.tenant is not None and (k == target or names(e.tenant, ident))
-    }
-    return [k for k, e in entries if k == target or e.tenant is None or e.tenant.id in ids]
 
 
 class CachingResolver(ABC):

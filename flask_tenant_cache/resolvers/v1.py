@@ -9,29 +9,18 @@ from ..identifiers import TenantIdentifier
 from ..loaders import TenantLoader
 from ..metrics import DualCacheStats
 from ..tenant import Tenant
-from .base import (
-    CachedTenant,
-    CachingResolver,
-    Found,
-    NotFound,
-    TenantLRU,
-    Timer,
-    keys_to_invalidate,
-)
+from ._store import CachedTenant, Found, NotFound, TenantLRU, keys_to_invalidate
+from .base import CachingResolver, Timer
 
 __all__ = ["DualCacheResolver"]
 
 
-def _expiring_after(seconds: float) -> Callable[[str, CachedTenant, float], float]:
-    return lambda key, entry, now: now + seconds
-
-
 class DualCacheResolver(CachingResolver):
-    """Two cachetools caches, as the original had: found tenants and not-found identifiers.
+    """Two cachetools LRU caches: one of found tenants, one of not-found identifiers.
 
     Each holds at most ``max_entries`` (least recently used evicted first); found tenants live
     ``ttl`` seconds, not-found answers ``negative_ttl`` (0 turns negative caching off). Its
-    metrics are the detailed ones of the original (see :class:`~.metrics.DualCacheStats`).
+    metrics are detailed (see :class:`~.metrics.DualCacheStats`).
 
     :param bus_stats: returns the invalidation bus's counters, shown with these metrics.
     """
@@ -50,18 +39,19 @@ class DualCacheResolver(CachingResolver):
         bus_stats: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         super().__init__(loader, load_timeout=load_timeout, timer=timer)
+        self.ttl = ttl
         self.negative_ttl = negative_ttl
-        self._positive = TenantLRU(max_entries, _expiring_after(ttl), timer)
-        self._negative = TenantLRU(max_entries, _expiring_after(negative_ttl), timer)
+        self._positive = TenantLRU(max_entries)
+        self._negative = TenantLRU(max_entries)
         self._bus_stats = bus_stats
         self._hits = self._negative_hits = self._misses = 0
 
     def _lookup(self, key: str, now: float) -> CachedTenant | None:
-        entry = self._positive.get(key)
+        entry = self._positive.live(key, now)
         if entry is not None:
             self._hits += 1
             return entry
-        entry = self._negative.get(key)
+        entry = self._negative.live(key, now)
         if entry is not None:
             self._negative_hits += 1
             return entry
@@ -69,22 +59,27 @@ class DualCacheResolver(CachingResolver):
         return None
 
     def _peek(self, key: str) -> CachedTenant | None:
-        return self._positive.get(key) or self._negative.get(key)
+        now = self._timer()
+        return self._positive.live(key, now) or self._negative.live(key, now)
 
     def _store(self, ident: TenantIdentifier, tenant: Tenant | None, now: float) -> None:
         key = ident.cache_key
         if tenant is not None:
             self._negative.discard(key)
-            self._positive[key] = Found(tenant, now)
+            self._positive[key] = Found(tenant, now, now + self.ttl)
         else:
             self._positive.discard(key)
-            self._negative[key] = NotFound(now)
+            if self.negative_ttl > 0:
+                self._negative[key] = NotFound(now, now + self.negative_ttl)
 
     def _drop(self, ident: TenantIdentifier) -> int:
         keys = keys_to_invalidate(self._positive.scan() + self._negative.scan(), ident)
         return sum(self._positive.discard(k) or self._negative.discard(k) for k in keys)
 
     def _clear(self) -> int:
+        now = self._timer()
+        self._positive.sweep(now)
+        self._negative.sweep(now)
         count = len(self._positive) + len(self._negative)
         self._positive.clear()
         self._negative.clear()
@@ -93,8 +88,9 @@ class DualCacheResolver(CachingResolver):
     def stats(self) -> DualCacheStats:
         """Every counter of both caches, the loads, the second layer and the bus."""
         with self._lock:
-            self._positive.expire()
-            self._negative.expire()
+            now = self._timer()
+            self._positive.sweep(now)
+            self._negative.sweep(now)
             return DualCacheStats(
                 positive_entries=len(self._positive),
                 negative_entries=len(self._negative),

@@ -8,26 +8,18 @@ from ..identifiers import TenantIdentifier
 from ..loaders import TenantLoader
 from ..metrics import UnifiedCacheStats
 from ..tenant import Tenant
-from .base import (
-    CachedTenant,
-    CachingResolver,
-    Found,
-    NotFound,
-    TenantLRU,
-    Timer,
-    keys_to_invalidate,
-)
+from ._store import CachedTenant, Found, NotFound, TenantLRU, keys_to_invalidate
+from .base import CachingResolver, Timer
 
 __all__ = ["UnifiedCacheResolver"]
 
 
 class UnifiedCacheResolver(CachingResolver):
-    """One cachetools TLRU cache of :class:`Found` and :class:`NotFound` entries.
+    """One cachetools LRU cache of found and not-found entries.
 
     Found entries live ``ttl`` seconds and not-found entries ``negative_ttl`` (0 turns negative
     caching off); an entry not read for ``idle_timeout`` seconds expires (None: never), which
-    cachetools lacks and is checked on read; at most ``max_entries`` are kept, the least
-    recently used evicted first.
+    cachetools lacks; at most ``max_entries`` are kept, the least recently used evicted first.
     """
 
     version = "v2"
@@ -47,44 +39,43 @@ class UnifiedCacheResolver(CachingResolver):
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.idle_timeout = idle_timeout
-        self._cache = TenantLRU(max_entries, self._expires_at, timer)
+        self._cache = TenantLRU(max_entries, idle_timeout)
         self._hits = self._misses = 0
 
-    def _expires_at(self, key: str, entry: CachedTenant, now: float) -> float:
-        return now + (self.ttl if entry.tenant is not None else self.negative_ttl)
-
     def _lookup(self, key: str, now: float) -> CachedTenant | None:
-        entry = self._cache.get(key)
-        if entry is not None:
-            idle = self.idle_timeout
-            if idle is None or now - entry.touched < idle:
-                entry.touched = now
-                self._hits += 1
-                return entry
-            self._cache.discard(key)
-            self._cache.expirations += 1
-        self._misses += 1
-        return None
+        entry = self._cache.live(key, now)
+        if entry is None:
+            self._misses += 1
+        else:
+            self._hits += 1
+        return entry
 
     def _peek(self, key: str) -> CachedTenant | None:
-        return self._cache.get(key)
+        return self._cache.live(key, self._timer())
 
     def _store(self, ident: TenantIdentifier, tenant: Tenant | None, now: float) -> None:
-        self._cache[ident.cache_key] = Found(tenant, now) if tenant is not None else NotFound(now)
+        key = ident.cache_key
+        if tenant is not None:
+            self._cache[key] = Found(tenant, now, now + self.ttl)
+        elif self.negative_ttl > 0:
+            self._cache[key] = NotFound(now, now + self.negative_ttl)
+        else:
+            self._cache.discard(key)
 
     def _drop(self, ident: TenantIdentifier) -> int:
         keys = keys_to_invalidate(self._cache.scan(), ident)
         return sum(self._cache.discard(key) for key in keys)
 
     def _clear(self) -> int:
+        self._cache.sweep(self._timer())
         count = len(self._cache)
         self._cache.clear()
         return count
 
     def stats(self) -> UnifiedCacheStats:
-        """Entry count and size (as the seed's moka cache gives them), hits and misses."""
+        """Entry count and size, hits and misses, evictions, expirations and loads."""
         with self._lock:
-            self._cache.expire()
+            self._cache.sweep(self._timer())
             return UnifiedCacheStats(
                 entry_count=len(self._cache),
                 weighted_size=int(self._cache.currsize),

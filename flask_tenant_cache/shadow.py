@@ -1,0 +1,154 @@
+"""Shadow comparison: sampled requests resolved again by the other version, off the response."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+
+from . import signals
+from .errors import TenantLookupError
+from .identifiers import TenantIdentifier
+from .resolvers.base import Resolver
+from .tenant import Tenant
+
+__all__ = ["Outcome", "ShadowComparer", "outcome_of"]
+
+logger = logging.getLogger("flask_tenant_cache")
+
+#: What a resolution came to: a tenant, None (not found), or the error's class name.
+Outcome = Tenant | None | str
+
+
+def outcome_of(resolve: Callable[[], Tenant | None]) -> Outcome:
+    """Run ``resolve``; a lookup error becomes its class name, so outcomes compare."""
+    try:
+        return resolve()
+    except TenantLookupError as exc:
+        return type(exc).__name__
+
+
+def describe(outcome: Outcome) -> Any:
+    """An outcome as a loggable value."""
+    return outcome.to_dict() if isinstance(outcome, Tenant) else outcome
+
+
+class ShadowComparer:
+    """Resolves sampled requests again with the other resolver, in a small bounded pool.
+
+    The request never waits for it: a shadow that finds the pool full is dropped (counted),
+    one that takes longer than ``timeout`` is counted as slow and not compared, and its errors
+    never reach the request. A mismatch (an error on one side included) is counted, logged with
+    both values and sent as the ``shadow_mismatch`` signal.
+
+    :param app: the app (a shadow runs in its app context, which the loader may need).
+    :param resolvers: the app's resolvers by version.
+    :param workers: threads in the pool.
+    :param max_pending: shadows queued or running at once before new ones are dropped.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        resolvers: dict[str, Resolver],
+        *,
+        timeout: float,
+        workers: int = 2,
+        max_pending: int = 64,
+    ) -> None:
+        self.app = app
+        self.resolvers = resolvers
+        self.timeout = timeout
+        self.workers = workers
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self.counters = dict.fromkeys(
+            ("submitted", "matched", "mismatched", "dropped", "slow", "failed"), 0
+        )
+        #: Shadow lookups made by each resolver (not requests it served).
+        self.lookups = {"v1": 0, "v2": 0}
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # Threads do not survive a fork: a child builds its own pool.
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="tenant-cache-shadow"
+                )
+                self._pid = os.getpid()
+            return self._executor
+
+    def submit(self, primary_version: str, ident: TenantIdentifier, primary: Outcome) -> None:
+        """Compare ``primary`` with the other version's answer for ``ident``, later."""
+        if not self._slots.acquire(blocking=False):
+            self._count("dropped")
+            return
+        self._count("submitted")
+        shadow_version = "v1" if primary_version == "v2" else "v2"
+        try:
+            self._pool().submit(self._run, primary_version, shadow_version, ident, primary)
+        except RuntimeError:  # the pool is shutting down
+            self._slots.release()
+            self._count("dropped")
+
+    def _run(
+        self, primary_version: str, version: str, ident: TenantIdentifier, primary: Outcome
+    ) -> None:
+        with self._lock:
+            self.lookups[version] += 1
+        try:
+            started = time.monotonic()
+            with self.app.app_context():
+                shadow = outcome_of(lambda: self.resolvers[version].resolve(ident))
+            if time.monotonic() - started > self.timeout:
+                self._count("slow")
+                return
+            if shadow == primary:
+                self._count("matched")
+                return
+            self._count("mismatched")
+            logger.warning(
+                "tenant cache shadow mismatch for %s: %s gave %r, %s gave %r",
+                ident.cache_key,
+                primary_version,
+                describe(primary),
+                version,
+                describe(shadow),
+            )
+            signals.shadow_mismatch.send(
+                self.app,
+                identifier=ident,
+                primary_version=primary_version,
+                primary=primary,
+                shadow_version=version,
+                shadow=shadow,
+            )
+        except Exception:
+            self._count("failed")
+            logger.exception("tenant cache shadow comparison failed for %s", ident.cache_key)
+        finally:
+            self._slots.release()
+
+    def stats(self) -> dict[str, Any]:
+        """The shadow counters."""
+        with self._lock:
+            return {**self.counters, "lookups": dict(self.lookups)}
+
+    def close(self) -> None:
+        """Wait for running shadows and stop the pool."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
