@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_SHADOW_PERCENT": 0,
     "TENANT_CACHE_SHADOW_TIMEOUT": 2,
     "TENANT_CACHE_AUTO_INVALIDATE": False,
+    "TENANT_CACHE_STALE_IF_ERROR": 0,
+    "TENANT_CACHE_NEGATIVE_MAX_ENTRIES": None,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -65,6 +67,8 @@ class Settings:
     redis_socket_timeout: float
     shadow_timeout: float
     auto_invalidate: bool
+    stale_if_error: float
+    negative_max_entries: int | None
 
 
 def _fail(key: str, expected: str, value: Any) -> ValueError:
@@ -206,4 +210,10 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         redis_socket_timeout=_number(config, "TENANT_CACHE_REDIS_SOCKET_TIMEOUT", positive=True),
         shadow_timeout=_number(config, "TENANT_CACHE_SHADOW_TIMEOUT", positive=True),
         auto_invalidate=_flag(config, "TENANT_CACHE_AUTO_INVALIDATE"),
+        stale_if_error=_number(config, "TENANT_CACHE_STALE_IF_ERROR"),
+        negative_max_entries=(
+            None
+            if config["TENANT_CACHE_NEGATIVE_MAX_ENTRIES"] is None
+            else _max_entries(config, "TENANT_CACHE_NEGATIVE_MAX_ENTRIES")
+        ),
     )

@@ -19,6 +19,7 @@ class LoadStats:
     coalesced: int = 0
     load_timeouts: int = 0
     stale_loads_discarded: int = 0
+    stale_serves: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a JSON-able dict."""
@@ -37,10 +38,13 @@ class UnifiedCacheStats:
     entry_count: int
     weighted_size: int
     max_entries: int
+    negative_entries: int
+    max_negative_entries: int
     hits: int
     misses: int
     invalidations: int
     evictions: int
+    negative_evictions: int
     expirations: int
     load: LoadStats
     l2: SecondLayerStats

@@ -49,6 +49,8 @@ class AppState:
             "ttl": s.ttl,
             "negative_ttl": s.negative_ttl,
             "load_timeout": s.load_timeout,
+            "stale_if_error": s.stale_if_error,
+            "max_negative_entries": s.negative_max_entries,
         }
         if s.redis_url is not None:
             from .redis_layer import RedisLayer

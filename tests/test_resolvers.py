@@ -358,7 +358,7 @@ class TestUnifiedCache:
         assert len(loader.calls) == 1
 
     def test_entries_are_unified(self, loader: CountingLoader, timer: FakeTimer) -> None:
-        resolver = UnifiedCacheResolver(loader, max_entries=3, timer=timer)
+        resolver = UnifiedCacheResolver(loader, max_entries=3, max_negative_entries=3, timer=timer)
         resolver.resolve(by_slug("acme"))
         resolver.resolve(by_slug("nobody"))
         resolver.resolve(by_uuid(uuid.uuid4()))

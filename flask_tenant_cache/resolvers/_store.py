@@ -43,21 +43,65 @@ class TenantLRU(LRUCache[str, CachedTenant]):
     """A cachetools LRU cache of entries that carry their own deadlines.
 
     When full, the least recently used entry is evicted. An entry past its ``expires``, or not
-    read for ``idle`` seconds, is a miss and is removed when read; :meth:`sweep` removes the
-    others. Checking deadlines on read keeps a hit to one LRU lookup (cachetools' TTL caches
-    keep a heap and read the clock twice per lookup).
+    read for ``idle`` seconds, is a miss; it is kept ``grace`` seconds more (to be served
+    stale while the loader fails) and then removed, when read or by :meth:`sweep`. Checking
+    deadlines on read keeps a hit to one LRU lookup (cachetools' TTL caches keep a heap and
+    read the clock twice per lookup).
+
+    Not-found entries may be capped at ``max_negative`` (the oldest dropped first), so a flood
+    of unknown names cannot evict the tenants.
     """
 
-    def __init__(self, maxsize: int, idle: float | None = None) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        idle: float | None = None,
+        *,
+        grace: float = 0.0,
+        max_negative: int | None = None,
+    ) -> None:
         super().__init__(maxsize)
         self.idle = idle
+        self.grace = grace
+        self.max_negative = max_negative
+        self._negatives: dict[str, None] = {}  # insertion-ordered: the oldest first
         self.evictions = 0
+        self.negative_evictions = 0
         self.expirations = 0
+
+    def deadline(self, entry: CachedTenant) -> float:
+        """When ``entry`` expires, by its TTL or its idle timeout."""
+        idle = self.idle
+        return entry.expires if idle is None else min(entry.expires, entry.touched + idle)
+
+    def __setitem__(self, key: str, entry: CachedTenant) -> None:
+        super().__setitem__(key, entry)
+        if entry.tenant is not None:
+            self._negatives.pop(key, None)
+            return
+        self._negatives.pop(key, None)
+        self._negatives[key] = None
+        if self.max_negative is not None and len(self._negatives) > self.max_negative:
+            del self[next(iter(self._negatives))]
+            self.negative_evictions += 1
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._negatives.pop(key, None)
 
     def popitem(self) -> tuple[str, CachedTenant]:
         item = super().popitem()
         self.evictions += 1
         return item
+
+    def clear(self) -> None:
+        for key in list(Cache.__iter__(self)):
+            del self[key]  # not popitem(): a clear is no eviction
+
+    @property
+    def negative_count(self) -> int:
+        """How many not-found entries are stored."""
+        return len(self._negatives)
 
     def live(self, key: str, now: float) -> CachedTenant | None:
         """The entry for ``key`` if it has not expired (marking it read); None otherwise."""
@@ -69,17 +113,30 @@ class TenantLRU(LRUCache[str, CachedTenant]):
         if now < entry.expires and (idle is None or now - entry.touched < idle):
             entry.touched = now
             return entry
-        del self[key]
-        self.expirations += 1
+        if now >= self.deadline(entry) + self.grace:
+            del self[key]
+            self.expirations += 1
+        return None
+
+    def stale(self, key: str, now: float) -> Tenant | None:
+        """The tenant of an expired found entry still within its grace period, or None."""
+        if not Cache.__contains__(self, key):
+            return None
+        entry = Cache.__getitem__(self, key)
+        if entry.tenant is not None and now < self.deadline(entry) + self.grace:
+            return entry.tenant
         return None
 
     def sweep(self, now: float) -> None:
-        """Remove every expired entry."""
-        idle = self.idle
+        """Remove every entry expired for longer than the grace period."""
         for key, entry in self.scan():
-            if not (now < entry.expires and (idle is None or now - entry.touched < idle)):
+            if now >= self.deadline(entry) + self.grace:
                 del self[key]
                 self.expirations += 1
+
+    def live_count(self, now: float) -> int:
+        """How many entries have not expired (stale ones in their grace period excluded)."""
+        return sum(now < self.deadline(entry) for _, entry in self.scan())
 
     def scan(self) -> list[tuple[str, CachedTenant]]:
         """Every stored entry, expired ones included, without touching the LRU order."""

@@ -65,6 +65,8 @@ class CachingResolver(ABC):
 
     :param loader: what :meth:`resolve` calls on a miss.
     :param load_timeout: seconds a request waits for another's load before a 503.
+    :param stale_if_error: seconds after its expiry that a tenant is still served while the
+        loader fails (0: never).
     :param timer: the clock, injected so tests move time instead of sleeping.
     """
 
@@ -75,9 +77,11 @@ class CachingResolver(ABC):
         loader: TenantLoader,
         *,
         load_timeout: float | None = 5.0,
+        stale_if_error: float = 0.0,
         timer: Timer = time.monotonic,
     ) -> None:
         self.loader = loader
+        self.stale_if_error = stale_if_error
         #: The optional second layer shared by processes (see :mod:`.redis_layer`).
         self.l2: SecondLayer | None = None
         self._timer = timer
@@ -87,6 +91,7 @@ class CachingResolver(ABC):
         # result to the requests that were waiting for it but does not store it.
         self._epoch = 0
         self._loads = self._load_errors = self._stale_loads = self._invalidations = 0
+        self._stale_serves = 0
         self._load_time_sum = self._load_time_max = 0.0
         self._l2_hits = self._l2_misses = self._l2_errors = 0
 
@@ -115,7 +120,12 @@ class CachingResolver(ABC):
         except Exception as exc:
             with self._lock:
                 self._load_errors += 1
+                stale = self._stale(ident.cache_key, self._timer()) if self.stale_if_error else None
+                if stale is not None:
+                    self._stale_serves += 1
             logger.warning("tenant lookup for %s failed: %r", ident.cache_key, exc)
+            if stale is not None:
+                return stale  # never stored: the next request tries the loader again
             if isinstance(exc, TenantLookupError):
                 raise
             raise TenantLookupError("the tenant could not be looked up") from exc
@@ -190,6 +200,7 @@ class CachingResolver(ABC):
             coalesced=self._flights.coalesced,
             load_timeouts=self._flights.timeouts,
             stale_loads_discarded=self._stale_loads,
+            stale_serves=self._stale_serves,
         )
 
     def _l2_stats(self) -> SecondLayerStats:
@@ -202,6 +213,10 @@ class CachingResolver(ABC):
     @abstractmethod
     def _peek(self, key: str) -> CachedTenant | None:
         """The live entry for ``key``, uncounted."""
+
+    @abstractmethod
+    def _stale(self, key: str, now: float) -> Tenant | None:
+        """An expired tenant still inside the ``stale_if_error`` window, or None."""
 
     @abstractmethod
     def _store(self, ident: TenantIdentifier, tenant: Tenant | None, now: float) -> None:

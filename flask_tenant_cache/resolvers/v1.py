@@ -34,15 +34,19 @@ class DualCacheResolver(CachingResolver):
         ttl: float = 300.0,
         negative_ttl: float = 30.0,
         max_entries: int = 1000,
+        max_negative_entries: int | None = None,
         load_timeout: float | None = 5.0,
+        stale_if_error: float = 0.0,
         timer: Timer = time.monotonic,
         bus_stats: Callable[[], dict[str, int]] | None = None,
     ) -> None:
-        super().__init__(loader, load_timeout=load_timeout, timer=timer)
+        super().__init__(
+            loader, load_timeout=load_timeout, stale_if_error=stale_if_error, timer=timer
+        )
         self.ttl = ttl
         self.negative_ttl = negative_ttl
-        self._positive = TenantLRU(max_entries)
-        self._negative = TenantLRU(max_entries)
+        self._positive = TenantLRU(max_entries, grace=stale_if_error)
+        self._negative = TenantLRU(max_negative_entries or max_entries)
         self._bus_stats = bus_stats
         self._hits = self._negative_hits = self._misses = 0
 
@@ -61,6 +65,9 @@ class DualCacheResolver(CachingResolver):
     def _peek(self, key: str) -> CachedTenant | None:
         now = self._timer()
         return self._positive.live(key, now) or self._negative.live(key, now)
+
+    def _stale(self, key: str, now: float) -> Tenant | None:
+        return self._positive.stale(key, now)
 
     def _store(self, ident: TenantIdentifier, tenant: Tenant | None, now: float) -> None:
         key = ident.cache_key
@@ -92,7 +99,7 @@ class DualCacheResolver(CachingResolver):
             self._positive.sweep(now)
             self._negative.sweep(now)
             return DualCacheStats(
-                positive_entries=len(self._positive),
+                positive_entries=self._positive.live_count(now),
                 negative_entries=len(self._negative),
                 max_entries=int(self._positive.maxsize),
                 hits=self._hits,

@@ -32,14 +32,22 @@ class UnifiedCacheResolver(CachingResolver):
         negative_ttl: float = 30.0,
         idle_timeout: float | None = 60.0,
         max_entries: int = 10_000,
+        max_negative_entries: int | None = None,
         load_timeout: float | None = 5.0,
+        stale_if_error: float = 0.0,
         timer: Timer = time.monotonic,
     ) -> None:
-        super().__init__(loader, load_timeout=load_timeout, timer=timer)
+        super().__init__(
+            loader, load_timeout=load_timeout, stale_if_error=stale_if_error, timer=timer
+        )
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.idle_timeout = idle_timeout
-        self._cache = TenantLRU(max_entries, idle_timeout)
+        if max_negative_entries is None:
+            max_negative_entries = max(1, max_entries // 10)
+        self._cache = TenantLRU(
+            max_entries, idle_timeout, grace=stale_if_error, max_negative=max_negative_entries
+        )
         self._hits = self._misses = 0
 
     def _lookup(self, key: str, now: float) -> CachedTenant | None:
@@ -52,6 +60,9 @@ class UnifiedCacheResolver(CachingResolver):
 
     def _peek(self, key: str) -> CachedTenant | None:
         return self._cache.live(key, self._timer())
+
+    def _stale(self, key: str, now: float) -> Tenant | None:
+        return self._cache.stale(key, now)
 
     def _store(self, ident: TenantIdentifier, tenant: Tenant | None, now: float) -> None:
         key = ident.cache_key
@@ -75,15 +86,19 @@ class UnifiedCacheResolver(CachingResolver):
     def stats(self) -> UnifiedCacheStats:
         """Entry count and size, hits and misses, evictions, expirations and loads."""
         with self._lock:
-            self._cache.sweep(self._timer())
+            now = self._timer()
+            self._cache.sweep(now)
             return UnifiedCacheStats(
-                entry_count=len(self._cache),
+                entry_count=self._cache.live_count(now),
                 weighted_size=int(self._cache.currsize),
                 max_entries=int(self._cache.maxsize),
+                negative_entries=self._cache.negative_count,
+                max_negative_entries=self._cache.max_negative or 0,
                 hits=self._hits,
                 misses=self._misses,
                 invalidations=self._invalidations,
                 evictions=self._cache.evictions,
+                negative_evictions=self._cache.negative_evictions,
                 expirations=self._cache.expirations,
                 load=self._load_stats(),
                 l2=self._l2_stats(),
