@@ -26,8 +26,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     ``EXAMPLE_DATABASE_URL`` picks the database (default: a SQLite file under
     ``example_app/instance/``); ``EXAMPLE_ADMIN_TOKEN`` the admin token (default: a random
-    one, in ``app.config["EXAMPLE_ADMIN_TOKEN"]``). The demo tenants are seeded into an empty
-    table.
+    one, in ``app.config["EXAMPLE_ADMIN_TOKEN"]``); ``EXAMPLE_SECRET_KEY`` the key that signs
+    the admin session cookie (default: a random one, so sessions end at a restart). The demo
+    tenants are seeded into an empty table. Edits committed through the ORM invalidate the
+    cache by themselves (``TENANT_CACHE_AUTO_INVALIDATE``).
     """
     app = Flask(__name__, instance_path=INSTANCE_PATH)
     app.config.from_mapping(
@@ -35,6 +37,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         TENANT_CACHE_BASE_DOMAINS=[BASE_DOMAIN],
         EXAMPLE_ADMIN_TOKEN=os.environ.get("EXAMPLE_ADMIN_TOKEN") or secrets.token_urlsafe(24),
         EXAMPLE_SEED=True,
+        SECRET_KEY=os.environ.get("EXAMPLE_SECRET_KEY") or secrets.token_hex(32),
+        SESSION_COOKIE_SAMESITE="Lax",
+        TENANT_CACHE_AUTO_INVALIDATE=True,
     )
     app.config.update(config or {})
     # One token for the example's admin pages and the extension's stats/invalidate routes.

@@ -27,14 +27,20 @@ def curl_lines(base_url: str, token: str) -> list[str]:
         f"curl -i {base_url}/health",
         "# cache stats (admin token)",
         f'curl -i {base_url}/_tenant-cache/stats -H "Authorization: Bearer {token}"',
-        "# rename a tenant; the next request sees it (the old slug answers 404)",
+        "# rename a tenant; the commit invalidates its cache entries (the old slug answers 404)",
         f'curl -i {base_url}/admin/tenants/{INITECH_ID} -H "Authorization: Bearer {token}"'
         " -d name=Initrode -d slug=initrode -d domain=portal.initech.test",
         f'curl -i {base_url}/ -H "X-Tenant-ID: initrode"',
         "# and back",
         f'curl -i {base_url}/admin/tenants/{INITECH_ID} -H "Authorization: Bearer {token}"'
         " -d name=Initech -d slug=initech -d domain=portal.initech.test",
-        f"# admin page in a browser: {base_url}/admin/tenants?token={token}",
+        "# drop a tenant's cache entries by hand",
+        f"curl -i -X POST {base_url}/admin/tenants/{ACME_ID}/invalidate"
+        f' -H "Authorization: Bearer {token}"',
+        "# force every request onto v1 (the kill switch), then lift the override",
+        f'curl -i {base_url}/admin/rollout -H "Authorization: Bearer {token}" -d rollout=v1',
+        f'curl -i {base_url}/admin/rollout -H "Authorization: Bearer {token}" -d rollout=clear',
+        f"# admin page in a browser (sign in with the token): {base_url}/admin/login",
     ]
 
 

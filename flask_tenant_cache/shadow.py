@@ -101,7 +101,9 @@ class ShadowComparer:
             self._pool().submit(self._run, primary_version, shadow_version, ident, primary)
         except RuntimeError:  # the pool is shutting down
             self._slots.release()
-            self._count("dropped")
+            with self._lock:  # it never ran: dropped, not submitted
+                self.counters["submitted"] -= 1
+                self.counters["dropped"] += 1
 
     def _run(
         self, primary_version: str, version: str, ident: TenantIdentifier, primary: Outcome

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -161,3 +163,204 @@ def test_stats_route_needs_token(web: FlaskClient) -> None:
     assert r.status_code == 200
     assert r.json["v2"]["misses"] >= 1
     assert r.json["v2"]["entry_count"] >= 1
+
+
+# -- the admin dashboard: browser sign-in, CSRF, invalidate, rollout, stats -------------------
+
+HTML = {"Accept": "text/html"}
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def log_in(web: FlaskClient) -> str:
+    """Sign in through the form, as a browser does; return the page's CSRF token."""
+    r = web.post("/admin/login", data={"token": TOKEN, "next": "/admin/tenants"})
+    assert r.status_code == 303
+    assert r.headers["Location"] == "/admin/tenants"
+    page = web.get("/admin/tenants", headers=HTML)
+    assert page.status_code == 200
+    match = CSRF_RE.search(page.text)
+    assert match is not None
+    return match.group(1)
+
+
+def served(web: FlaskClient, slug: str) -> Any:
+    r = web.get("/", headers={"X-Tenant-ID": slug})
+    assert r.status_code == 200, r.data
+    return r.json
+
+
+def test_browser_is_sent_to_sign_in(web: FlaskClient) -> None:
+    r = web.get("/admin/tenants", headers=HTML)
+    assert r.status_code == 302
+    assert r.headers["Location"] == "/admin/login?next=/admin/tenants"
+    assert web.get("/admin/tenants").status_code == 401  # not a browser: no redirect
+    assert b'name="token"' in web.get("/admin/login").data
+    r = web.post("/admin/login", data={"token": "wrong", "next": "/admin/tenants"})
+    assert r.status_code == 401
+    assert b"wrong token" in r.data
+    assert web.get("/admin/tenants", headers=HTML).status_code == 302  # still signed out
+
+
+def test_sign_in_and_out(web: FlaskClient) -> None:
+    csrf = log_in(web)
+    page = web.get("/admin/tenants", headers=HTML).text
+    assert "Globex Corporation" in page
+    assert TOKEN not in page  # the token never lands in a page or a link
+    r = web.post("/admin/logout", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    assert web.get("/admin/tenants", headers=HTML).status_code == 302
+
+
+def test_sign_in_never_redirects_off_site(web: FlaskClient) -> None:
+    for target in ["https://evil.example/", "//evil.example/admin/", "/health", "/\\evil"]:
+        r = web.post("/admin/login", data={"token": TOKEN, "next": target})
+        assert r.status_code == 303
+        assert r.headers["Location"] == "/admin/tenants", target
+
+
+def test_session_forms_need_the_csrf_token(example: Flask, web: FlaskClient) -> None:
+    csrf = log_in(web)
+    form = {"name": "Evil", "slug": "evil", "domain": ""}
+    for token in [None, "", "forged"]:
+        data = form if token is None else {**form, "csrf_token": token}
+        assert web.post(f"/admin/tenants/{ACME_ID}", data=data).status_code == 400
+        assert web.post("/admin/rollout", data={**data, "rollout": "v1"}).status_code == 400
+    assert served(web, "acme")["resolver"] == "v2"
+    with example.app_context():
+        row = db.session.get(Tenant, ACME_ID)
+        assert row is not None
+        assert row.name == "Acme Corporation"
+    r = web.post(f"/admin/tenants/{ACME_ID}", data={**form, "csrf_token": csrf})
+    assert r.status_code == 200
+    assert served(web, "evil")["tenant"]["name"] == "Evil"
+
+
+def test_a_new_admin_token_ends_sessions(example: Flask, web: FlaskClient) -> None:
+    log_in(web)
+    example.config["EXAMPLE_ADMIN_TOKEN"] = "another-token-0123456789"
+    assert web.get("/admin/tenants", headers=HTML).status_code == 302
+
+
+def test_edit_through_the_browser_form_is_auto_invalidated(web: FlaskClient) -> None:
+    csrf = log_in(web)
+    assert served(web, "globex")["tenant"]["name"] == "Globex Corporation"
+    assert web.get("/", headers={"X-Tenant-ID": "globex-2"}).status_code == 404  # cached
+    form = {"name": "Globex 2", "slug": "globex-2", "domain": "", "active": ["off", "on"]}
+    r = web.post(f"/admin/tenants/{GLOBEX_ID}", data={**form, "csrf_token": csrf})
+    assert r.status_code == 200
+    assert b"invalidated on commit" in r.data
+    assert served(web, "globex-2")["tenant"]["name"] == "Globex 2"
+    assert web.get("/", headers={"X-Tenant-ID": "globex"}).status_code == 404
+
+
+def test_the_edit_view_relies_on_the_listener() -> None:
+    # Without TENANT_CACHE_AUTO_INVALIDATE the same edit leaves the cached tenant served:
+    # the view no longer invalidates by hand, the commit listener does it.
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",
+            "EXAMPLE_ADMIN_TOKEN": TOKEN,
+            "TENANT_CACHE_AUTO_INVALIDATE": False,
+        }
+    )
+    web = app.test_client()
+    assert served(web, "acme")["tenant"]["name"] == "Acme Corporation"
+    form = {"name": "Acme Inc", "slug": "acme", "domain": ""}
+    assert web.post(f"/admin/tenants/{ACME_ID}", headers=BEARER, data=form).status_code == 200
+    assert served(web, "acme")["tenant"]["name"] == "Acme Corporation"
+
+
+def test_invalidate_button(example: Flask, web: FlaskClient) -> None:
+    csrf = log_in(web)
+    assert served(web, "acme")["tenant"]["name"] == "Acme Corporation"
+    with example.app_context():
+        # A bulk UPDATE bypasses the ORM's change tracking, hence the listener.
+        db.session.execute(sa.update(Tenant).where(Tenant.id == ACME_ID).values(name="Renamed"))
+        db.session.commit()
+    assert served(web, "acme")["tenant"]["name"] == "Acme Corporation"  # stale, as documented
+
+    r = web.post(f"/admin/tenants/{ACME_ID}/invalidate", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    assert served(web, "acme")["tenant"]["name"] == "Renamed"
+    page = web.get("/admin/tenants", headers=HTML).text
+    assert re.search(r"Renamed: [1-9]\d* cache entries invalidated\.", page), page
+    # The bearer token works for scripts, without a session or a CSRF token.
+    api = example.test_client()
+    assert api.post(f"/admin/tenants/{ACME_ID}/invalidate", headers=BEARER).status_code == 303
+    assert api.post(f"/admin/tenants/{ACME_ID}/invalidate").status_code == 401
+
+
+def effective_rollout(web: FlaskClient) -> str:
+    match = re.search(r'id="rollout-effective">([^<]*)<', web.get("/admin/tenants").text)
+    assert match is not None
+    return match.group(1)
+
+
+def test_rollout_controls(web: FlaskClient) -> None:
+    csrf = log_in(web)
+    assert served(web, "acme")["resolver"] == "v2"
+    assert effective_rollout(web) == "every request on v2 (TENANT_CACHE_USE_V2)"
+
+    def choose(rollout: str, percent: str = "") -> int:
+        data = {"csrf_token": csrf, "rollout": rollout, "percent": percent}
+        return web.post("/admin/rollout", data=data).status_code
+
+    assert choose("v1") == 303
+    assert "Rollout override set on this process." in web.get("/admin/tenants").text  # flashed
+    assert effective_rollout(web) == "every request on v1 (forced)"
+    assert {served(web, slug)["resolver"] for slug in ["acme", "globex", "initech"]} == {"v1"}
+
+    assert choose("v2") == 303
+    assert served(web, "acme")["resolver"] == "v2"
+    assert choose("percent", "0") == 303
+    assert effective_rollout(web) == "0% of tenants on v2, the rest on v1 (forced)"
+    assert served(web, "acme")["resolver"] == "v1"
+    assert choose("percent", "100") == 303
+    assert served(web, "acme")["resolver"] == "v2"
+
+    for bad in ["150", "-1", "lots", ""]:
+        r = web.post(
+            "/admin/rollout", data={"csrf_token": csrf, "rollout": "percent", "percent": bad}
+        )
+        assert r.status_code == 400, bad
+        assert b'class="error"' in r.data
+    assert choose("everything") == 400
+    assert effective_rollout(web) == "100% of tenants on v2, the rest on v1 (forced)"
+
+    assert choose("v1") == 303
+    assert choose("clear") == 303
+    assert effective_rollout(web) == "every request on v2 (TENANT_CACHE_USE_V2)"
+    assert served(web, "acme")["resolver"] == "v2"
+
+
+def stats_table(web: FlaskClient) -> dict[str, tuple[str, str]]:
+    html = web.get("/admin/tenants").text
+    table = html[html.index('<table id="stats">') :]
+    rows = re.findall(
+        r'<tr><td>([^<]+)</td><td class="num">([^<]*)</td><td class="num">([^<]*)<', table
+    )
+    return {label: (v1, v2) for label, v1, v2 in rows}
+
+
+def test_stats_are_shown(example: Flask, web: FlaskClient) -> None:
+    log_in(web)
+    before = stats_table(web)
+    assert before["Requests served"] == ("0", "0")
+    for _ in range(3):
+        served(web, "acme")
+    assert web.get("/", headers={"X-Tenant-ID": "nobody"}).status_code == 404
+    with example.app_context():
+        example.extensions["tenant_cache"].set_rollout("v1")
+    served(web, "globex")
+    served(web, "globex")
+
+    table = stats_table(web)
+    assert table["Requests served"] == ("2", "4")
+    assert table["Hits"] == ("1", "2")
+    assert table["Misses"] == ("1", "2")
+    assert table["Not-found hits"] == ("0", "-")
+    assert table["Loads"] == ("1", "2")
+    assert table["Entries"] == ("1 + 0 not found", "2")
+    assert table["Hit rate"][0] == "50.0%"
+    assert set(table) >= {"Invalidated", "Evicted", "Expired", "Coalesced loads", "Slowest load"}
