@@ -106,6 +106,8 @@ class RedisLayer:
         self._on_resubscribe = on_resubscribe
         self._on_rollout = on_rollout
         self._rollout_key = f"{prefix}:rollout"
+        #: An override set while Redis was unreachable, as a 1-tuple (its value may be None).
+        self._pending_rollout: tuple[Any] | None = None
         self._epoch_key = f"{prefix}:epoch"
         self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
@@ -288,11 +290,26 @@ class RedisLayer:
 
     # -- the rollout override ---------------------------------------------------------------
 
-    def set_rollout(self, value: Any) -> None:
+    def set_rollout(self, value: Any) -> bool:
         """Store the rollout override (None lifts it) and tell every process.
 
-        :raises redis.RedisError: if Redis cannot be reached (the caller applies it locally).
+        If Redis cannot be reached, the override is kept and shared when the subscriber
+        reconnects (it then wins over the one stored in Redis: it is the newer decision).
+
+        :returns: whether every process was told now.
         """
+        try:
+            self._share_rollout(value)
+        except redis.RedisError as exc:
+            self._failed("rollout write", exc)
+            with self._lock:
+                self._pending_rollout = (value,)
+            return False
+        with self._lock:
+            self._pending_rollout = None
+        return True
+
+    def _share_rollout(self, value: Any) -> None:
         if value is None:
             self._client.delete(self._rollout_key)
         else:
@@ -368,6 +385,11 @@ class RedisLayer:
         self._succeeded()
         # Whatever was published while this process was not listening is lost: start afresh.
         self._on_resubscribe()
+        with self._lock:
+            pending = self._pending_rollout
+        if pending is not None:
+            self.set_rollout(pending[0])
+            return
         try:
             self._on_rollout(self.read_rollout())
         except (redis.RedisError, ValueError) as exc:

@@ -123,12 +123,8 @@ class AppState:
         override = parse_override(value)
         self._apply_rollout(override)
         scope = "process"
-        if self.redis is not None:
-            try:
-                self.redis.set_rollout(override)
-                scope = "cluster"
-            except Exception as exc:
-                logger.warning("tenant cache: rollout override not shared, Redis failed: %r", exc)
+        if self.redis is not None and self.redis.set_rollout(override):
+            scope = "cluster"
         return {"override": override, "scope": scope}
 
     def _apply_rollout(self, value: Any) -> None:

@@ -462,3 +462,23 @@ def test_with_redis_down_the_override_applies_to_the_process(
     assert response.json == {"override": None, "scope": "process"}
     assert decide(app) == ("v2", "config", None)
     assert stats(app)["rollout"]["mode"] == "config"
+
+
+@pytest.mark.redis
+def test_an_override_set_during_an_outage_is_shared_when_redis_returns(
+    make_app: Any, private_redis: PrivateRedis
+) -> None:
+    redis_config = {"TENANT_CACHE_REDIS_URL": private_redis.url}
+    app, peer = make_app(redis_config), make_app(redis_config)
+    for each in (app, peer):
+        listening(each)
+    private_redis.kill()
+    wait_for(lambda: stats(app)["redis"]["disconnects"] >= 1, what="the disconnect")
+    assert set_rollout(app, {"override": "v1"}).json == {"override": "v1", "scope": "process"}
+    errors = stats(app)["redis"]["errors"]
+    assert errors >= 1  # the failed write is counted
+    private_redis.start()
+    # The kill switch thrown during the outage is not undone by the (empty) stored override:
+    # it is the newer decision, so it is written to Redis and reaches the peer.
+    wait_for(lambda: decide(peer) == ("v1", "override", None), what="the peer's override")
+    assert decide(app) == ("v1", "override", None)
