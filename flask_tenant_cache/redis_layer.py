@@ -1,4 +1,4 @@
-"""The Redis second layer and the invalidation bus that every process shares."""
+"""The Redis connection of a process: health, the invalidation bus and the rollout override."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .identifiers import TenantIdentifier
-from .tenant import Tenant
 
 try:
     import redis
@@ -24,27 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "TENANT_CACHE_REDIS_URL needs redis-py: pip install 'flask-tenant-cache[redis]'"
     ) from exc
 
+from .redis_l2 import RedisL2
+
 __all__ = ["RedisLayer"]
 
 logger = logging.getLogger("flask_tenant_cache")
-
-#: The format of an L2 entry; a reader skips entries of any other version.
-ENTRY_VERSION = 1
-
-# Stores an entry unless an invalidation bumped the epoch since the load began, and indexes
-# it under the tenant's id so an invalidation by any alias finds every key that holds it.
-# KEYS[1] epoch; ARGV: epoch seen, prefix, entry key, entry, ttl, tenant id, alias keys...
-_PUT = """
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
-redis.call('SET', ARGV[3], ARGV[4], 'EX', ARGV[5])
-local set = ARGV[2] .. ':aliases:' .. ARGV[6]
-redis.call('SADD', set, ARGV[3])
-redis.call('EXPIRE', set, ARGV[5])
-for i = 7, #ARGV do
-  redis.call('SET', ARGV[2] .. ':id:' .. ARGV[i], ARGV[6], 'EX', ARGV[5])
-end
-return 1
-"""
 
 # Drops the entry of one identifier and every entry of the tenants it names, and bumps the
 # epoch so loads already running cannot write their stale result back. Returns the ids.
@@ -69,7 +52,7 @@ InvalidationHandler = Callable[[str | None, list[str]], object]
 
 
 class RedisLayer:
-    """The L2 store (a :class:`~.resolvers.base.SecondLayer`) and the invalidation bus.
+    """A process's Redis: the invalidation bus, the rollout override and the L2 (:attr:`l2`).
 
     A failing Redis is served around: reads and writes count an error and fall through to the
     loader, and after an error Redis is left alone for ``retry_interval`` seconds so a slow or
@@ -93,6 +76,7 @@ class RedisLayer:
         on_invalidate: InvalidationHandler,
         on_resubscribe: Callable[[], object],
         on_rollout: Callable[[Any], object] = lambda value: None,
+        load_timeout: float | None = 5.0,
         retry_interval: float = 1.0,
         max_pending: int = 1000,
     ) -> None:
@@ -108,7 +92,7 @@ class RedisLayer:
         self._rollout_key = f"{prefix}:rollout"
         #: An override set while Redis was unreachable, as a 1-tuple (its value may be None).
         self._pending_rollout: tuple[Any] | None = None
-        self._epoch_key = f"{prefix}:epoch"
+        self.epoch_key = f"{prefix}:epoch"
         self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
         self._pending_overflow = False
@@ -128,6 +112,8 @@ class RedisLayer:
             0,
         )
         self._setup()
+        #: The second layer, for the resolvers.
+        self.l2 = RedisL2(self, load_timeout=load_timeout)
         ref = weakref.WeakMethod(self._setup)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
 
@@ -140,7 +126,6 @@ class RedisLayer:
             socket_connect_timeout=self.socket_timeout,
             health_check_interval=5,
         )
-        self._put = self._client.register_script(_PUT)
         self._invalidate = self._client.register_script(_INVALIDATE)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,10 +133,17 @@ class RedisLayer:
 
     # -- health -----------------------------------------------------------------------------
 
-    def _available(self) -> bool:
+    @property
+    def client(self) -> redis.Redis:
+        """This process's Redis client (a new one after a fork)."""
+        return self._client
+
+    def available(self) -> bool:
+        """False for ``retry_interval`` seconds after a failure: Redis is left alone then."""
         return time.monotonic() >= self._down_until
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    def failed(self, what: str, exc: BaseException) -> None:
+        """Count a failure, start the pause, and log the first of an outage."""
         with self._lock:
             self.counters["errors"] += 1
             self._down_until = time.monotonic() + self.retry_interval
@@ -160,65 +152,13 @@ class RedisLayer:
         if first:
             logger.warning("tenant cache: Redis %s failed, serving around it: %r", what, exc)
 
-    def _succeeded(self) -> None:
+    def succeeded(self) -> None:
+        """Note that Redis answered (logged once after an outage)."""
         if self._outage:
             with self._lock:
                 recovered, self._outage = self._outage, False
             if recovered:
                 logger.warning("tenant cache: Redis answers again")
-
-    # -- L2 ---------------------------------------------------------------------------------
-
-    def _key(self, ident: TenantIdentifier) -> str:
-        return f"{self.prefix}:t:{ident.cache_key}"
-
-    def get(self, ident: TenantIdentifier) -> tuple[bool | None, Tenant | None, Any]:
-        """``(hit, tenant, epoch)`` for ``ident``; ``(None, None, None)`` if Redis failed."""
-        if not self._available():
-            return None, None, None
-        try:
-            raw, epoch = self._client.mget(self._key(ident), self._epoch_key)
-        except redis.RedisError as exc:
-            self._failed("read", exc)
-            return None, None, None
-        self._succeeded()
-        epoch = epoch or b"0"
-        if raw is None:
-            return False, None, epoch
-        try:
-            data = json.loads(raw)
-            if data.get("v") != ENTRY_VERSION:
-                return False, None, epoch
-            return True, Tenant.from_dict(data["tenant"]), epoch
-        except (ValueError, KeyError, TypeError):
-            logger.warning("tenant cache: unreadable L2 entry for %s skipped", ident.cache_key)
-            return False, None, epoch
-
-    def put(self, ident: TenantIdentifier, tenant: Tenant, token: Any) -> bool:
-        """Store ``tenant`` under ``ident`` unless an invalidation came since ``token``."""
-        if not self._available():
-            return True  # the outage was counted when it began
-        entry = json.dumps(
-            {"v": ENTRY_VERSION, "tenant": tenant.to_dict(), "aliases": sorted(tenant.alias_keys)}
-        )
-        try:
-            self._put(
-                keys=[self._epoch_key],
-                args=[
-                    token,
-                    self.prefix,
-                    self._key(ident),
-                    entry,
-                    self.ttl,
-                    str(tenant.id),
-                    *sorted(tenant.alias_keys),
-                ],
-            )
-        except redis.RedisError as exc:
-            self._failed("write", exc)
-            return False
-        self._succeeded()
-        return True
 
     # -- invalidation -----------------------------------------------------------------------
 
@@ -228,15 +168,15 @@ class RedisLayer:
         :returns: the ids of the tenants dropped from L2 (queued for later if Redis is down).
         """
         key = None if ident is None else ident.cache_key
-        if self._pending and self._available():
+        if self._pending and self.available():
             self._send_pending()  # older ones first, whoever comes next
         try:
             ids = self._send(key)
         except redis.RedisError as exc:
-            self._failed("invalidation", exc)
+            self.failed("invalidation", exc)
             self._queue(key)
             return []
-        self._succeeded()
+        self.succeeded()
         return ids
 
     def _send(self, key: str | None) -> list[str]:
@@ -245,7 +185,7 @@ class RedisLayer:
             ids: list[str] = []
         else:
             known = [key.partition(":")[2]] if key.startswith("uuid:") else []
-            raw_ids = self._invalidate(keys=[self._epoch_key], args=[self.prefix, key, *known])
+            raw_ids = self._invalidate(keys=[self.epoch_key], args=[self.prefix, key, *known])
             ids = sorted({i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids})
         message = json.dumps({"o": self.node_id, "k": key, "ids": ids})
         self._client.publish(self.channel, message)
@@ -255,12 +195,12 @@ class RedisLayer:
 
     def _flush_l2(self) -> None:
         # The epoch first: a load that read the old epoch cannot write back behind the scan.
-        self._client.incr(self._epoch_key)
+        self._client.incr(self.epoch_key)
         pipe = self._client.pipeline(transaction=False)
         for name in self._client.scan_iter(match=f"{self.prefix}:*", count=500):
-            if name not in (self._epoch_key.encode(), self._rollout_key.encode()):
+            if name not in (self.epoch_key.encode(), self._rollout_key.encode()):
                 pipe.unlink(name)
-        pipe.incr(self._epoch_key)
+        pipe.incr(self.epoch_key)
         pipe.execute()
 
     def _queue(self, key: str | None) -> None:
@@ -281,7 +221,7 @@ class RedisLayer:
             try:
                 self._send(key)
             except redis.RedisError as exc:
-                self._failed("queued invalidation", exc)
+                self.failed("queued invalidation", exc)
                 for rest in batch[index:]:
                     self._queue(rest)
                 return
@@ -301,7 +241,7 @@ class RedisLayer:
         try:
             self._share_rollout(value)
         except redis.RedisError as exc:
-            self._failed("rollout write", exc)
+            self.failed("rollout write", exc)
             with self._lock:
                 self._pending_rollout = (value,)
             return False
@@ -359,7 +299,7 @@ class RedisLayer:
                 pubsub.subscribe(self.channel)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
-                    if self._pending and self._available():
+                    if self._pending and self.available():
                         self._send_pending()
                     if message is None:
                         continue
@@ -372,7 +312,7 @@ class RedisLayer:
             except (redis.RedisError, OSError) as exc:
                 with self._lock:
                     self.counters["disconnects"] += 1
-                self._failed("subscription", exc)
+                self.failed("subscription", exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
@@ -382,7 +322,7 @@ class RedisLayer:
     def _subscribed(self, *, again: bool) -> None:
         with self._lock:
             self.counters["resubscribes" if again else "subscribes"] += 1
-        self._succeeded()
+        self.succeeded()
         # Whatever was published while this process was not listening is lost: start afresh.
         self._on_resubscribe()
         with self._lock:
@@ -393,7 +333,7 @@ class RedisLayer:
         try:
             self._on_rollout(self.read_rollout())
         except (redis.RedisError, ValueError) as exc:
-            self._failed("rollout read", exc)
+            self.failed("rollout read", exc)
 
     def _received(self, data: bytes) -> None:
         try:
@@ -419,6 +359,7 @@ class RedisLayer:
             self._on_invalidate(key, ids)
 
     def stats(self) -> dict[str, int]:
-        """The bus's counters, with the invalidations still queued."""
+        """The bus's and the L2's counters, with the invalidations still queued."""
+        l2 = self.l2.stats()
         with self._lock:
-            return {**self.counters, "pending": len(self._pending)}
+            return {**self.counters, **l2, "pending": len(self._pending)}

@@ -61,6 +61,7 @@ class AppState:
                 ttl=s.redis_ttl,
                 channel=s.invalidation_channel,
                 socket_timeout=s.redis_socket_timeout,
+                load_timeout=s.load_timeout,
                 on_invalidate=self.invalidate_local,
                 on_resubscribe=self.flush_local,
                 on_rollout=self._apply_rollout,
@@ -75,7 +76,7 @@ class AppState:
             self.loader, idle_timeout=s.idle_timeout, max_entries=s.max_entries, **common
         )
         for resolver in (v1, v2):
-            resolver.l2 = self.redis
+            resolver.l2 = self.redis.l2 if self.redis is not None else None
         self.resolvers = {"v1": v1, "v2": v2}
         self.shadow = ShadowComparer(self.app, self.resolvers, timeout=s.shadow_timeout)
         if s.auto_invalidate:

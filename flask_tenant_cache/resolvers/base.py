@@ -53,8 +53,12 @@ class SecondLayer(Protocol):
     def get(self, ident: TenantIdentifier) -> tuple[bool | None, Tenant | None, Any]:
         """``(hit, tenant, token)``: hit is None when the layer failed; ``token`` guards put."""
 
-    def put(self, ident: TenantIdentifier, tenant: Tenant, token: Any) -> bool:
-        """Store ``tenant`` unless an invalidation came after ``token``; False if it failed."""
+    def put(self, ident: TenantIdentifier, tenant: Tenant | None, token: Any) -> bool:
+        """Store ``tenant`` (None: not found) unless an invalidation came after ``token``;
+        False if it failed."""
+
+    def abandon(self, ident: TenantIdentifier) -> None:
+        """The load that :meth:`get` let this process make failed."""
 
 
 class CachingResolver(ABC):
@@ -153,10 +157,15 @@ class CachingResolver(ABC):
                     self._l2_errors += 1
                 else:
                     self._l2_misses += 1
-        tenant = self.loader.load(ident)
-        if tenant is not None and not isinstance(tenant, Tenant):
-            raise TypeError(f"the loader returned {type(tenant).__name__}, not Tenant or None")
-        stored = l2 is None or tenant is None or token is None or l2.put(ident, tenant, token)
+        try:
+            tenant = self.loader.load(ident)
+            if tenant is not None and not isinstance(tenant, Tenant):
+                raise TypeError(f"the loader returned {type(tenant).__name__}, not Tenant or None")
+        except Exception:
+            if l2 is not None and token is not None:
+                l2.abandon(ident)  # the other processes waiting for it load for themselves
+            raise
+        stored = l2 is None or token is None or l2.put(ident, tenant, token)
         if not stored:
             with self._lock:
                 self._l2_errors += 1
