@@ -31,11 +31,14 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def given_token() -> str | None:
-    """The token the request presents (``Authorization: Bearer`` or a ``token`` field), if any."""
+    """The token the request presents (``Authorization: Bearer`` or a ``token`` form field).
+
+    Never from the query string: a URL ends up in browser history and server logs.
+    """
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
         return value.strip()
-    token = request.values.get("token")
+    token = request.form.get("token")
     return None if token is None else str(token)
 
 
@@ -115,8 +118,6 @@ def require_admin() -> Response | None:
     if token is not None:
         if not token_matches(token):
             abort(401, "wrong admin token")
-        if request.method == "GET" and "token" in request.args:
-            log_in()  # a "?token=" link opened in a browser: its forms then use the session
         return None
     if _logged_in():
         if request.method not in _SAFE_METHODS and not _csrf_ok():

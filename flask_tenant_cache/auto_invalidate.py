@@ -43,6 +43,14 @@ def _aliases(loader: SQLAlchemyTenantLoader, row: Any) -> set[TenantIdentifier]:
     return found
 
 
+def _loader_of_current_app() -> SQLAlchemyTenantLoader | None:
+    state = current_app.extensions.get("tenant_cache") if current_app else None
+    if state is None or not state.settings.auto_invalidate:
+        return None
+    loader = state.loader
+    return loader if isinstance(loader, SQLAlchemyTenantLoader) else None
+
+
 def install(loader: SQLAlchemyTenantLoader) -> None:
     """Listen to ``loader.db``'s sessions; a commit invalidates the old and new aliases of every
     tenant row it inserted, updated or deleted, in the app it was committed in.
@@ -57,11 +65,16 @@ def install(loader: SQLAlchemyTenantLoader) -> None:
 
     @sa.event.listens_for(session, "after_flush")
     def collect(sess: Session, _context: Any) -> None:
-        rows = [r for r in chain(sess.new, sess.dirty, sess.deleted) if isinstance(r, loader.model)]
+        # The loader of the app in use, not the one installed first: apps may share a db.
+        app_loader = _loader_of_current_app()
+        if app_loader is None:
+            return
+        changed = chain(sess.new, sess.dirty, sess.deleted)
+        rows = [r for r in changed if isinstance(r, app_loader.model)]
         if rows:
             pending = sess.info.setdefault(_PENDING, set())
             for row in rows:
-                pending |= _aliases(loader, row)
+                pending |= _aliases(app_loader, row)
 
     @sa.event.listens_for(session, "after_commit")
     def invalidate(sess: Session) -> None:
@@ -75,5 +88,8 @@ def install(loader: SQLAlchemyTenantLoader) -> None:
             state.invalidate(ident)
 
     @sa.event.listens_for(session, "after_soft_rollback")
-    def forget(sess: Session, _previous: Any) -> None:
-        sess.info.pop(_PENDING, None)
+    def forget(sess: Session, previous: Any) -> None:
+        # A savepoint's rollback keeps what was flushed before it; invalidating a little
+        # more than changed is harmless, missing a change is not.
+        if previous.parent is None:
+            sess.info.pop(_PENDING, None)

@@ -48,12 +48,15 @@ def invalidate_command(identifier: str | None, everything: bool) -> None:
 def rollout_command(value: str | None) -> None:
     """Show the rollout, or override it: VALUE is v1, v2, a percentage on v2, or clear."""
     if value is None:
-        click.echo(json.dumps(_ext().stats()["rollout"], indent=2, sort_keys=True))
+        click.echo(json.dumps(_ext().rollout_status(), indent=2, sort_keys=True))
         return
     try:
         result = _ext().set_rollout(None if value == "clear" else value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="VALUE") from None
+    if result["scope"] == "process" and current_app.config["TENANT_CACHE_REDIS_URL"]:
+        # This process ends with the command: an override that reached no other is lost.
+        raise click.ClickException("Redis is unreachable: the override was not applied")
     override = "lifted" if result["override"] is None else f"set to {result['override']}"
     click.echo(f"rollout override {override} ({result['scope']})")
 

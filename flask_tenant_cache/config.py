@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, MutableMapping
@@ -10,7 +11,9 @@ from typing import Any
 
 from .identifiers import InvalidIdentifier, normalize_host
 
-__all__ = ["DEFAULTS", "Settings", "load_settings"]
+__all__ = ["DEFAULTS", "Settings", "live_percent", "load_settings"]
+
+logger = logging.getLogger("flask_tenant_cache")
 
 #: Every key with its default, in the order the docs list them.
 DEFAULTS: dict[str, Any] = {
@@ -171,6 +174,24 @@ def _percent(config: Mapping[str, Any], key: str, *, optional: bool) -> float | 
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
         raise _fail(key, "a percentage from 0 to 100" + (" or None" if optional else ""), value)
     return float(value)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def live_percent(config: Mapping[str, Any], key: str) -> float | None:
+    """A percentage key read on each request: None if unset or invalid (logged once).
+
+    ``init_app`` validated it, but ``app.config`` may be changed afterwards; a bad value must
+    turn the feature off, not fail every request.
+    """
+    value = config.get(key)
+    if value is None or (type(value) in (int, float) and 0 <= value <= 100):
+        return value
+    if (key, repr(value)) not in _warned:
+        _warned.add((key, repr(value)))
+        logger.error("%s must be a percentage from 0 to 100, not %r: ignored", key, value)
+    return None
 
 
 def load_settings(config: MutableMapping[str, Any]) -> Settings:

@@ -178,6 +178,14 @@ class TenantCache:
         """
         return _state().set_rollout(value)
 
+    def rollout_status(self) -> dict[str, Any]:
+        """The effective rollout (``stats()["rollout"]``), with the override read from Redis."""
+        state = _state()
+        if state.redis is not None:
+            state.redis.sync_rollout()
+        rollout: dict[str, Any] = state.stats()["rollout"]
+        return rollout
+
     def prometheus_collector(self) -> Any:
         """A prometheus_client collector of the current app's counters, read at scrape time.
 

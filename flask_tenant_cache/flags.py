@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
+from .config import live_percent
 from .identifiers import TenantIdentifier
 
 __all__ = [
@@ -135,7 +136,7 @@ class Rollout:
             return _by_percentage(ident.cache_key, override, "override")
         if self.provider is not None:
             return self._ask(FlagContext(ident, request, config))
-        percent = config.get("TENANT_CACHE_V2_PERCENT")
+        percent = live_percent(config, "TENANT_CACHE_V2_PERCENT")
         if percent is not None:
             return _by_percentage(ident.cache_key, percent, "percentage")
         return _CONFIG_V2 if config["TENANT_CACHE_USE_V2"] else _CONFIG_V1

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from flask import g, request
 
 from . import signals
+from .config import live_percent
 from .errors import (
     InvalidTenantIdentifier,
     MissingTenantIdentifier,
@@ -54,8 +55,8 @@ def make_hook(state: AppState) -> Callable[[], None]:
     missing = f"no tenant: send the {settings.header} header or use a tenant's host"
 
     def sampled() -> bool:
-        rate = config.get("TENANT_CACHE_SHADOW_PERCENT") or 0
-        return rate > 0 and random.random() * 100 < rate  # noqa: S311 - sampling, not secrets
+        rate = live_percent(config, "TENANT_CACHE_SHADOW_PERCENT")
+        return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
     def resolve_tenant() -> None:
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.

@@ -20,12 +20,14 @@ _RESOLVER_COUNTERS: list[tuple[str, tuple[str, ...], str]] = [
     ("hits", ("hits",), "Lookups answered by a cached tenant."),
     ("negative_hits", ("negative_hits",), "Lookups answered by a cached not-found (v1)."),
     ("misses", ("misses",), "Lookups that went on to a load."),
-    ("loads", ("load", "loads"), "Loads that reached the loader."),
+    ("loads", ("load", "loads"), "Loads completed (from Redis or the loader)."),
     ("load_errors", ("load", "load_errors"), "Loads that failed (answered 503)."),
     ("load_seconds", ("load", "load_time_sum"), "Seconds spent in loads."),
     ("coalesced", ("load", "coalesced"), "Requests that waited on another's load."),
     ("load_timeouts", ("load", "load_timeouts"), "Waiters that gave up on a load."),
     ("stale_loads_discarded", ("load", "stale_loads_discarded"), "Loads an invalidation beat."),
+    ("stale_serves", ("load", "stale_serves"), "Expired tenants served while the loader failed."),
+    ("negative_evictions", ("negative_evictions",), "Not-found entries dropped by the cap (v2)."),
     ("invalidations", ("invalidations",), "Invalidations applied."),
     ("evictions", ("evictions",), "Entries evicted to make room."),
     ("expirations", ("expirations",), "Entries expired (TTL or idle)."),
@@ -38,7 +40,8 @@ _RESOLVER_COUNTERS: list[tuple[str, tuple[str, ...], str]] = [
 _RESOLVER_GAUGES: list[tuple[str, tuple[str, ...], str]] = [
     ("entries", ("entry_count",), "Entries in the unified cache (v2)."),
     ("positive_entries", ("positive_entries",), "Entries in the positive cache (v1)."),
-    ("negative_entries", ("negative_entries",), "Entries in the negative cache (v1)."),
+    ("negative_entries", ("negative_entries",), "Not-found entries held."),
+    ("max_negative_entries", ("max_negative_entries",), "The cap on not-found entries (v2)."),
     ("load_seconds_max", ("load", "load_time_max"), "The longest load, in seconds."),
 ]
 
@@ -81,6 +84,27 @@ class TenantCacheCollector:
                     if value is not None:
                         family.add_metric([version], value)
                 yield family
+        rollout = stats.get("rollout", {})
+        served = CounterMetricFamily(
+            f"{self.prefix}_served", "Requests each version served.", labels=["version"]
+        )
+        for version, count in sorted(rollout.get("served", {}).items()):
+            served.add_metric([version], count)
+        yield served
+        if "provider_errors" in rollout:
+            yield CounterMetricFamily(
+                f"{self.prefix}_provider_errors",
+                "Flag provider failures (the request went to v1).",
+                value=rollout["provider_errors"],
+            )
+        shadow = stats.get("shadow", {})
+        for name in ("submitted", "matched", "mismatched", "dropped", "slow", "failed"):
+            if name in shadow:
+                yield CounterMetricFamily(
+                    f"{self.prefix}_shadow_{name}",
+                    f"Shadow comparisons {name}.",
+                    value=shadow[name],
+                )
         for name, value in sorted(stats.get("redis", {}).items()):
             text = f"Redis invalidation bus: {name.replace('_', ' ')}."
             if name in _BUS_GAUGES:

@@ -271,7 +271,11 @@ class RedisLayer:
     # -- the subscriber ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start this process's subscriber thread (idempotent; called lazily after a fork)."""
+        """Start this process's subscriber thread (idempotent; called lazily after a fork).
+
+        The stored rollout override is read first, so the request that starts it is already
+        decided by it (the subscriber reads it again once subscribed).
+        """
         with self._lock:
             if self.started:
                 return
@@ -279,7 +283,17 @@ class RedisLayer:
             self._thread = threading.Thread(
                 target=self._listen, name="tenant-cache-invalidation-bus", daemon=True
             )
+        self.sync_rollout()
         self._thread.start()
+
+    def sync_rollout(self) -> None:
+        """Apply the override stored in Redis to this process (unless one here awaits sharing)."""
+        if self._pending_rollout is not None or not self.available():
+            return
+        try:
+            self._on_rollout(self.read_rollout())
+        except (redis.RedisError, ValueError) as exc:
+            self.failed("rollout read", exc)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the subscriber thread and close the connections."""
@@ -330,10 +344,7 @@ class RedisLayer:
         if pending is not None:
             self.set_rollout(pending[0])
             return
-        try:
-            self._on_rollout(self.read_rollout())
-        except (redis.RedisError, ValueError) as exc:
-            self.failed("rollout read", exc)
+        self.sync_rollout()
 
     def _received(self, data: bytes) -> None:
         try:

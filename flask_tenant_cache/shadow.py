@@ -35,8 +35,20 @@ def outcome_of(resolve: Callable[[], Tenant | None]) -> Outcome:
 
 
 def describe(outcome: Outcome) -> Any:
-    """An outcome as a loggable value."""
-    return outcome.to_dict() if isinstance(outcome, Tenant) else outcome
+    """An outcome as a loggable value; a tenant's ``extra`` (the app's own data) left out."""
+    if isinstance(outcome, Tenant):
+        data = outcome.to_dict()
+        del data["extra"]
+        return data
+    return outcome
+
+
+def differing(primary: Outcome, shadow: Outcome) -> list[str]:
+    """The tenant fields in which two outcomes differ, or ``["outcome"]`` if not both tenants."""
+    if not (isinstance(primary, Tenant) and isinstance(shadow, Tenant)):
+        return ["outcome"]
+    mine, theirs = primary.to_dict(), shadow.to_dict()
+    return [name for name in mine if mine[name] != theirs[name]]
 
 
 class ShadowComparer:
@@ -112,31 +124,33 @@ class ShadowComparer:
             self.lookups[version] += 1
         try:
             started = time.monotonic()
+            # Receivers of the signal run in the app context too (they may use current_app).
             with self.app.app_context():
                 shadow = outcome_of(lambda: self.resolvers[version].resolve(ident))
-            if time.monotonic() - started > self.timeout:
-                self._count("slow")
-                return
-            if shadow == primary:
-                self._count("matched")
-                return
-            self._count("mismatched")
-            logger.warning(
-                "tenant cache shadow mismatch for %s: %s gave %r, %s gave %r",
-                ident.cache_key,
-                primary_version,
-                describe(primary),
-                version,
-                describe(shadow),
-            )
-            signals.shadow_mismatch.send(
-                self.app,
-                identifier=ident,
-                primary_version=primary_version,
-                primary=primary,
-                shadow_version=version,
-                shadow=shadow,
-            )
+                if time.monotonic() - started > self.timeout:
+                    self._count("slow")
+                    return
+                if shadow == primary:
+                    self._count("matched")
+                    return
+                self._count("mismatched")
+                logger.warning(
+                    "tenant cache shadow mismatch for %s (%s differ): %s gave %r, %s gave %r",
+                    ident.cache_key,
+                    ", ".join(differing(primary, shadow)),
+                    primary_version,
+                    describe(primary),
+                    version,
+                    describe(shadow),
+                )
+                signals.shadow_mismatch.send(
+                    self.app,
+                    identifier=ident,
+                    primary_version=primary_version,
+                    primary=primary,
+                    shadow_version=version,
+                    shadow=shadow,
+                )
         except Exception:
             self._count("failed")
             logger.exception("tenant cache shadow comparison failed for %s", ident.cache_key)
