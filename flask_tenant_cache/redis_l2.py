@@ -53,6 +53,26 @@ end
 return 1
 """
 
+# Reads an entry, or claims its load when there is neither an entry nor a live claim, in one
+# step: between a separate read and claim, another process could load, store and release.
+# A not-found marker of an older epoch is no answer and no claim: it is replaced.
+# KEYS: entry, claim, epoch; ARGV: node id, claim ms. Returns {entry, owner, epoch, claimed}.
+_GET_OR_CLAIM = """
+local raw = redis.call('GET', KEYS[1])
+local owner = redis.call('GET', KEYS[2])
+local epoch = redis.call('GET', KEYS[3]) or '0'
+local claimed = 0
+if not raw then
+  local stale = owner and string.sub(owner, 1, 5) == 'none:' and owner ~= 'none:' .. epoch
+  if not owner or stale then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+    owner = ARGV[1]
+    claimed = 1
+  end
+end
+return {raw or false, owner or false, epoch, claimed}
+"""
+
 # Gives up a claim after a failed load, so the waiting processes load for themselves.
 _ABANDON = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -76,6 +96,7 @@ class RedisL2:
     def __init__(self, layer: RedisLayer, *, load_timeout: float | None) -> None:
         self.layer = layer
         self.load_timeout = load_timeout if load_timeout is not None else 5.0
+        self._get_script: Any = None
         self._finish_script: Any = None
         self._abandon_script: Any = None
         self._scripts_client: Any = None
@@ -90,13 +111,14 @@ class RedisL2:
     def _claim_key(self, ident: TenantIdentifier) -> str:
         return f"{self.layer.prefix}:load:{ident.cache_key}"
 
-    def _scripts(self) -> tuple[Any, Any]:
+    def _scripts(self) -> tuple[Any, Any, Any]:
         client = self.layer.client
         if self._scripts_client is not client:  # a fork gives the layer a new client
+            self._get_script = client.register_script(_GET_OR_CLAIM)
             self._finish_script = client.register_script(_FINISH)
             self._abandon_script = client.register_script(_ABANDON)
             self._scripts_client = client
-        return self._finish_script, self._abandon_script
+        return self._get_script, self._finish_script, self._abandon_script
 
     def get(self, ident: TenantIdentifier) -> tuple[bool | None, Tenant | None, Any]:
         """``(hit, tenant, epoch)``: on a miss this process holds the load's claim.
@@ -115,13 +137,13 @@ class RedisL2:
         return result
 
     def _get(self, ident: TenantIdentifier) -> tuple[bool, Tenant | None, Any]:
-        client = self.layer.client
-        key, claim = self._key(ident), self._claim_key(ident)
+        get_or_claim = self._scripts()[0]
+        keys = [self._key(ident), self._claim_key(ident), self.layer.epoch_key]
+        args = [self.layer.node_id, self._claim_ms()]
         deadline = time.monotonic() + self.load_timeout
         waited = False
         while True:
-            values: list[Any] = client.mget(key, claim, self.layer.epoch_key)
-            raw, owner, epoch = values[0], values[1], values[2] or b"0"
+            raw, owner, epoch, claimed = get_or_claim(keys=keys, args=args)
             if raw is not None:
                 hit, tenant = self._read(ident, raw)
                 if hit:
@@ -130,14 +152,11 @@ class RedisL2:
             if owner == b"none:" + epoch:
                 self._count(waited, hit=True)
                 return True, None, epoch
-            timed_out = time.monotonic() >= deadline
-            if owner is None or owner.startswith(b"none:") or timed_out:
-                claimed = client.set(claim, self.layer.node_id, nx=True, px=self._claim_ms())
-                if claimed or timed_out or owner is not None:
-                    # Claimed, or no one can be waited for: load here (a stale marker or a
-                    # claim that outlived its load both say so).
-                    self._count(waited, hit=False, claimed=bool(claimed))
-                    return False, None, epoch
+            if claimed or raw is not None or time.monotonic() >= deadline:
+                # Claimed; or an unreadable entry, or a claim that outlived its load: no one
+                # to wait for, so load here.
+                self._count(waited, hit=False, claimed=bool(claimed))
+                return False, None, epoch
             if not waited:  # another process is loading it: wait for its result
                 waited = True
                 with self._lock:
@@ -181,7 +200,7 @@ class RedisL2:
         if tenant is not None:
             args += sorted(tenant.alias_keys)
         try:
-            self._scripts()[0](keys=[layer.epoch_key], args=args)
+            self._scripts()[1](keys=[layer.epoch_key], args=args)
         except redis.RedisError as exc:
             layer.failed("write", exc)
             return False
@@ -199,6 +218,6 @@ class RedisL2:
         if not layer.available():
             return
         try:
-            self._scripts()[1](keys=[self._claim_key(ident)], args=[layer.node_id])
+            self._scripts()[2](keys=[self._claim_key(ident)], args=[layer.node_id])
         except redis.RedisError as exc:
             layer.failed("write", exc)
