@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
@@ -104,8 +105,21 @@ class FakeTimer:
         self.now += seconds
 
 
-def build_app(database_uri: str = "sqlite://", **config: Any) -> Flask:
-    """An app with the extension, a seeded tenant table and a few views."""
+def build_app(
+    database_uri: str = "sqlite://",
+    *,
+    loader_factory: Callable[..., Any] | None = None,
+    flag_provider: Any = None,
+    admin_authorizer: Callable[[], bool] | None = None,
+    **config: Any,
+) -> Flask:
+    """An app with the extension, a seeded tenant table and a few views.
+
+    The loader is a ``CountingLoader`` around ``SQLAlchemyTenantLoader`` unless
+    ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
+    ``flag_provider`` goes to ``TenantCache`` and ``admin_authorizer`` is registered on it.
+    ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a token.
+    """
     app = Flask(__name__)
     app.config.update(
         {
@@ -118,8 +132,13 @@ def build_app(database_uri: str = "sqlite://", **config: Any) -> Flask:
     )
     db = SQLAlchemy(app)  # a metadata of its own: tests may build several apps
     model = make_model(db)
-    loader = CountingLoader(SQLAlchemyTenantLoader(db, model, active_column="active"))
-    tenant_cache = TenantCache(app, loader=loader)
+    if loader_factory is None:
+        loader = CountingLoader(SQLAlchemyTenantLoader(db, model, active_column="active"))
+    else:
+        loader = loader_factory(db, model, active_column="active")
+    tenant_cache = TenantCache(app, loader=loader, flag_provider=flag_provider)
+    if admin_authorizer is not None:
+        tenant_cache.admin_authorizer(admin_authorizer)
     app.extensions["test"] = {"db": db, "model": model, "loader": loader, "ext": tenant_cache}
 
     @app.get("/whoami")
@@ -169,15 +188,35 @@ def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+def update_tenant(app: Flask, tenant_id: uuid.UUID, **values: Any) -> None:
+    """Change a tenant row of ``app`` (as an admin would), without touching the cache.
+
+    It uses the session of the app context in place (push one around it if there is none).
+    """
+    db = app.extensions["test"]["db"]
+    row = db.session.get(app.extensions["test"]["model"], tenant_id)
+    for key, value in values.items():
+        setattr(row, key, value)
+    db.session.commit()
+
+
+def update_tenant_in(app: Flask, tenant_id: uuid.UUID, **values: Any) -> None:
+    """``update_tenant`` in an app context of its own."""
+    with app.app_context():
+        update_tenant(app, tenant_id, **values)
+
+
+class Recorder:
+    """A signal receiver that keeps every (sender, kwargs) it gets."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, dict[str, Any]]] = []
+
+    def __call__(self, sender: Any, **kwargs: Any) -> None:
+        self.events.append((sender, kwargs))
+
+
 @pytest.fixture
 def rename(app: Flask) -> Callable[..., None]:
     """Change a tenant row in the database (as an admin would), without touching the cache."""
-
-    def rename(tenant_id: uuid.UUID, **values: Any) -> None:
-        db = app.extensions["test"]["db"]
-        row = db.session.get(app.extensions["test"]["model"], tenant_id)
-        for key, value in values.items():
-            setattr(row, key, value)
-        db.session.commit()
-
-    return rename
+    return functools.partial(update_tenant, app)

@@ -10,11 +10,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from conftest import need_service
+from conftest import build_app, need_service
+from flask import Flask
 
 SHARED_REDIS_URL = os.environ.get("TENANT_CACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -29,6 +30,30 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "i
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def stats(app: Flask) -> dict[str, Any]:
+    """``ext.stats()`` of a test app, in an app context of its own."""
+    with app.app_context():
+        result: dict[str, Any] = app.extensions["test"]["ext"].stats()
+        return result
+
+
+def listening(*apps: Flask, serve: Callable[[Flask], Any] | None = None) -> None:
+    """Serve one request on each app (which starts its subscriber); wait until all subscribed.
+
+    The request is ``serve(app)``; by default a GET /whoami for acme, which must answer 200.
+    """
+    for app in apps:
+        if serve is not None:
+            serve(app)
+            continue
+        response = app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"})
+        assert response.status_code == 200, response.data
+    wait_for(
+        lambda: all(stats(each)["redis"]["subscribes"] >= 1 for each in apps),
+        what="the subscription",
+    )
 
 
 def _free_port() -> int:
@@ -50,6 +75,11 @@ class PrivateRedis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The app settings that put the extension on this server."""
+        return {"TENANT_CACHE_REDIS_URL": self.url}
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -133,3 +163,24 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def redis_apps() -> Iterator[Callable[..., Flask]]:
+    """conftest's apps on a Redis; their subscriber threads and connections close after the test.
+
+    ``make(redis_config, **config)`` takes the ``TENANT_CACHE_*`` keys of ``redis_config`` (as
+    ``shared_redis`` yields it) and the other settings; the caller adds views or rows itself.
+    """
+    apps: list[Flask] = []
+
+    def make(redis_config: Mapping[str, Any] | None = None, **config: Any) -> Flask:
+        settings = {k: v for k, v in (redis_config or {}).items() if k.startswith("TENANT_CACHE_")}
+        app = build_app(**settings, **config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            app.extensions["test"]["ext"].close()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, ADMIN_TOKEN, SEED, CountingLoader, make_model
-from flask import Flask, jsonify
+from conftest import ACME_ID, SEED, CountingLoader, build_app, make_model
+from flask import Flask
 from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
 
@@ -19,7 +19,6 @@ from flask_tenant_cache import (
     Tenant,
     TenantCache,
     TenantIdentifier,
-    current_tenant,
 )
 
 
@@ -38,34 +37,9 @@ class CountingSQLAlchemyLoader(SQLAlchemyTenantLoader):
 
 
 def build_auto_app(**config: Any) -> Flask:
-    """An app on in-memory SQLite with the real loader and a seeded tenant table."""
-    app = Flask(__name__)
-    app.config.update(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": "sqlite://",
-            "TENANT_CACHE_BASE_DOMAINS": ["example.com"],
-            "TENANT_CACHE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "TENANT_CACHE_AUTO_INVALIDATE": True,
-            **config,
-        }
-    )
-    db = SQLAlchemy(app)
-    model = make_model(db)
-    loader = CountingSQLAlchemyLoader(db, model, active_column="active")
-    ext = TenantCache(app, loader=loader)
-    app.extensions["test"] = {"db": db, "model": model, "loader": loader, "ext": ext}
-
-    @app.get("/whoami")
-    def whoami() -> Any:
-        return jsonify(slug=current_tenant.slug, name=current_tenant.name)
-
-    with app.app_context():
-        db.create_all()
-        for tenant_id, slug, domain, name in SEED:
-            db.session.add(model(id=tenant_id, slug=slug, domain=domain, name=name))
-        db.session.commit()
-    return app
+    """conftest's app with auto-invalidation on the real loader, which counts its calls."""
+    config = {"TENANT_CACHE_AUTO_INVALIDATE": True, **config}
+    return build_app(loader_factory=CountingSQLAlchemyLoader, **config)
 
 
 @pytest.fixture
@@ -261,3 +235,19 @@ def test_a_loader_that_is_not_sqlalchemy_is_rejected_at_init_app() -> None:
 def test_a_non_boolean_key_is_rejected() -> None:
     with pytest.raises(ValueError, match="TENANT_CACHE_AUTO_INVALIDATE"):
         build_auto_app(TENANT_CACHE_AUTO_INVALIDATE="yes")
+
+
+def test_a_savepoint_rollback_keeps_what_was_flushed_before_it(
+    app: Flask, client: FlaskClient
+) -> None:
+    warm_acme(client)
+    session = db_of(app).session
+    acme_row(app).slug = "acme-labs"
+    session.flush()  # collected: acme's old and new names
+    savepoint = session.begin_nested()
+    acme_row(app).name = "Never Saved"
+    session.flush()
+    savepoint.rollback()
+    session.commit()
+    assert by_slug(client, "acme").status_code == 404
+    assert by_slug(client, "acme-labs").json["name"] == "Acme Corp"

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, CountingLoader, FakeTimer, build_app, need_service
+from conftest import ACME_ID, CountingLoader, FakeTimer, build_app, need_service, update_tenant_in
 from flask import Flask
-from redis_support import PrivateRedis, private_redis, wait_for
+from redis_support import PrivateRedis, listening, private_redis, redis_apps, stats, wait_for
 
-__all__ = ["private_redis"]  # fixtures
+__all__ = ["private_redis", "redis_apps"]  # fixtures
 
 PG_URL = os.environ.get(
     "TENANT_CACHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -41,24 +41,9 @@ def get(app: Flask, slug: str) -> Any:
     return app.test_client().get("/whoami", headers={"X-Tenant-ID": slug})
 
 
-def stats(app: Flask) -> dict[str, Any]:
-    with app.app_context():
-        result: dict[str, Any] = app.extensions["test"]["ext"].stats()
-        return result
-
-
 def loader_of(app: Flask) -> CountingLoader:
     result: CountingLoader = app.extensions["test"]["loader"]
     return result
-
-
-def rename(app: Flask, tenant_id: uuid.UUID, name: str) -> None:
-    with app.app_context():
-        db = app.extensions["test"]["db"]
-        row = db.session.get(app.extensions["test"]["model"], tenant_id)
-        row.name = name
-        db.session.commit()
-        db.session.remove()
 
 
 def with_fake_timer(app: Flask) -> FakeTimer:
@@ -197,7 +182,9 @@ def test_fresh_loads_resume_by_themselves_after_the_outage(db_outage: DatabaseOu
     db_outage.timer.advance(2)
     db_outage.start()
     assert get(db_outage.app, "acme").json["name"] == "Acme Corp"
-    rename(db_outage.app, ACME_ID, "Acme Renamed")  # while the resolver cannot see it
+    update_tenant_in(
+        db_outage.app, ACME_ID, name="Acme Renamed"
+    )  # while the resolver cannot see it
     assert get(db_outage.app, "acme").json["name"] == "Acme Corp"
     assert db_outage.load()["stale_serves"] == 2
     db_outage.end()
@@ -279,7 +266,7 @@ def test_a_real_postgresql_outage_is_served_stale_or_503(
             unavailable=statuses.count(503) + 1,
         )
         set_connections(admin, name, allowed=True)
-        rename(app, ACME_ID, "Acme After The Outage")
+        update_tenant_in(app, ACME_ID, name="Acme After The Outage")
         assert get(app, "acme").json["name"] == "Acme After The Outage"
         assert get(app, "globex").status_code == 200
         assert get(app, "nobody").status_code == 404
@@ -308,32 +295,21 @@ def seed_extra(app: Flask) -> None:
 
 
 @pytest.fixture
-def make_app(private_redis: PrivateRedis) -> Iterator[Callable[..., Flask]]:
-    """Apps on the private Redis, with the extra tenants; their subscribers stop after."""
-    apps: list[Flask] = []
+def make_app(private_redis: PrivateRedis, redis_apps: Callable[..., Flask]) -> Callable[..., Flask]:
+    """Apps on the private Redis, with the extra tenants; their subscribers stop first."""
 
     def make(**config: Any) -> Flask:
-        app = build_app(TENANT_CACHE_REDIS_URL=private_redis.url, **config)
+        app = redis_apps(private_redis.config, **config)
         seed_extra(app)
-        apps.append(app)
         return app
 
-    yield make
-    for app in apps:
-        with app.app_context():
-            app.extensions["test"]["ext"].close()
+    return make
 
 
 def l2_errors(app: Flask) -> dict[str, int]:
     """Each resolver's L2 errors (the traffic apps split tenants between v1 and v2)."""
     data = stats(app)
     return {v: data[v]["l2"]["l2_errors"] for v in ("v1", "v2")}
-
-
-def listening(app: Flask) -> None:
-    """Serve one request (which starts the subscriber) and wait until it subscribed."""
-    assert get(app, "acme").status_code == 200
-    wait_for(lambda: stats(app)["redis"]["subscribes"] >= 1, what="the subscription")
 
 
 class Traffic:
@@ -348,7 +324,9 @@ class Traffic:
         self._thread = threading.Thread(target=self._run, name="fault-traffic", daemon=True)
 
     def __enter__(self) -> Traffic:
+        """Start the traffic and wait until it is under way (20 requests)."""
         self._thread.start()
+        wait_for(lambda: self.count() >= 20, what="traffic")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -385,6 +363,19 @@ class Traffic:
     def failures(self) -> list[int | str]:
         return [status for _, status in self.results if status != 200]
 
+    def figures(self, what: str, start: float, end: float, **more: Any) -> list[int | str]:
+        """Print the requests (and failures) from ``start`` to ``end`` and in all; return those."""
+        during = self.between(start, end)
+        figures(
+            what,
+            requests_during_fault=len(during),
+            failed_during_fault=sum(s != 200 for s in during),
+            requests_total=len(self.results),
+            failed_total=len(self.failures()),
+            **more,
+        )
+        return during
+
 
 def l2_serves_again(app: Flask, peer: Flask) -> None:
     """Wait until a tenant ``app`` loads is read from L2 by ``peer`` (not its own database)."""
@@ -408,10 +399,8 @@ def test_redis_killed_and_restarted_under_traffic(
     make_app: Callable[..., Flask], private_redis: PrivateRedis
 ) -> None:
     app, peer = make_app(TENANT_CACHE_V2_PERCENT=50), make_app()
-    listening(app)
-    listening(peer)
+    listening(app, peer)
     with Traffic(app) as traffic:
-        wait_for(lambda: traffic.count() >= 20, what="traffic")
         killed = time.monotonic()
         private_redis.kill()
         wait_for(lambda: stats(app)["redis"]["disconnects"] >= 1, what="the disconnect")
@@ -422,13 +411,10 @@ def test_redis_killed_and_restarted_under_traffic(
         wait_for(lambda: stats(app)["redis"]["resubscribes"] >= 1, what="the resubscription")
         resubscribed = time.monotonic()
         wait_for(lambda: traffic.count(since=resubscribed) >= 20, what="traffic after")
-    during = traffic.between(killed, resubscribed)
-    figures(
+    during = traffic.figures(
         "redis-kill-restart",
-        requests_during_fault=len(during),
-        failed_during_fault=sum(s != 200 for s in during),
-        requests_total=len(traffic.results),
-        failed_total=len(traffic.failures()),
+        killed,
+        resubscribed,
         outage=restarted - killed,
         resubscribe_after_restart=resubscribed - restarted,
     )
@@ -450,10 +436,8 @@ def test_redis_paused_under_traffic_costs_timeouts_not_failures(
 ) -> None:
     app = make_app(TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.1, TENANT_CACHE_V2_PERCENT=50)
     peer = make_app(TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.1)
-    listening(app)
-    listening(peer)
+    listening(app, peer)
     with Traffic(app) as traffic:
-        wait_for(lambda: traffic.count() >= 20, what="traffic")
         paused = time.monotonic()
         private_redis.pause()
         try:
@@ -463,13 +447,10 @@ def test_redis_paused_under_traffic_costs_timeouts_not_failures(
             private_redis.resume()
         resumed = time.monotonic()
         wait_for(lambda: traffic.count(since=resumed) >= 20, what="traffic after")
-    during = traffic.between(paused, resumed)
-    figures(
+    during = traffic.figures(
         "redis-pause",
-        requests_during_fault=len(during),
-        failed_during_fault=sum(s != 200 for s in during),
-        requests_total=len(traffic.results),
-        failed_total=len(traffic.failures()),
+        paused,
+        resumed,
         pause=resumed - paused,
         slowest_request=traffic.slowest,
     )
@@ -488,8 +469,7 @@ def test_a_dropped_subscription_flushes_l1_and_the_bus_carries_on(
     import redis
 
     app, peer = make_app(), make_app()
-    listening(app)
-    listening(peer)
+    listening(app, peer)
     # Served after the first subscribe, which flushes too (nothing was heard before it).
     for slug in ("acme", "globex", "initech"):
         assert get(peer, slug).status_code == 200
@@ -498,7 +478,6 @@ def test_a_dropped_subscription_flushes_l1_and_the_bus_carries_on(
     admin = redis.Redis.from_url(private_redis.url, socket_timeout=2)
     try:
         with Traffic(app) as traffic:
-            wait_for(lambda: traffic.count() >= 20, what="traffic")
             dropped = time.monotonic()
             assert admin.client_kill_filter(_type="pubsub") == 2  # both subscribers
             wait_for(lambda: stats(peer)["redis"]["resubscribes"] >= 1, what="a resubscription")
@@ -510,16 +489,10 @@ def test_a_dropped_subscription_flushes_l1_and_the_bus_carries_on(
                 lambda: stats(app)["v2"]["invalidations"] > app_flushes, what="the app's flush"
             )
             wait_for(lambda: traffic.count(since=resubscribed) >= 20, what="traffic after")
-            during = traffic.between(dropped, resubscribed)
     finally:
         admin.close()
-    figures(
-        "redis-pubsub-drop",
-        requests_during_fault=len(during),
-        failed_during_fault=sum(s != 200 for s in during),
-        requests_total=len(traffic.results),
-        failed_total=len(traffic.failures()),
-        resubscribe_after_drop=resubscribed - dropped,
+    traffic.figures(
+        "redis-pubsub-drop", dropped, resubscribed, resubscribe_after_drop=resubscribed - dropped
     )
     assert traffic.failures() == []
     for node in (app, peer):

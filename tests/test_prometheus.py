@@ -224,3 +224,25 @@ def test_a_redis_url_without_redis_installed_fails_init_app(
     with pytest.raises(ImportError, match=r"flask-tenant-cache\[redis\]"):
         ext.init_app(app)
     assert "tenant_cache" not in app.extensions  # nothing half registered
+
+
+def test_rollout_shadow_and_stale_metrics_are_exported(admin_headers: dict[str, str]) -> None:
+    from conftest import build_app
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = build_app(TENANT_CACHE_SHADOW_PERCENT=0)
+    client = app.test_client()
+    for slug in ("acme", "acme", "globex"):
+        client.get("/whoami", headers={"X-Tenant-ID": slug})
+    body = client.get("/_tenant-cache/metrics", headers=admin_headers).get_data(as_text=True)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    assert samples[("tenant_cache_served_total", (("version", "v2"),))] == 3
+    assert samples[("tenant_cache_served_total", (("version", "v1"),))] == 0
+    assert samples[("tenant_cache_provider_errors_total", ())] == 0
+    assert samples[("tenant_cache_shadow_submitted_total", ())] == 0
+    assert samples[("tenant_cache_stale_serves_total", (("version", "v2"),))] == 0
+    assert samples[("tenant_cache_max_negative_entries", (("version", "v2"),))] == 1000

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import build_app
 from flask import Flask
-from redis_support import shared_redis, wait_for
+from redis_support import redis_apps, shared_redis, stats, wait_for
 
-__all__ = ["shared_redis"]  # fixture
+__all__ = ["redis_apps", "shared_redis"]  # fixtures
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def make_app() -> Iterator[Callable[..., Flask]]:
-    apps: list[Flask] = []
-
-    def make(redis_config: dict[str, Any], **config: Any) -> Flask:
-        settings = {k: v for k, v in redis_config.items() if k.startswith("TENANT_CACHE_")}
-        app = build_app(**settings, **config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            app.extensions["test"]["ext"].close()
 
 
 def loader_of(app: Flask) -> Any:
@@ -37,9 +19,8 @@ def loader_of(app: Flask) -> Any:
 
 
 def redis_stats(app: Flask) -> dict[str, int]:
-    with app.app_context():
-        result: dict[str, int] = app.extensions["test"]["ext"].stats()["redis"]
-        return result
+    result: dict[str, int] = stats(app)["redis"]
+    return result
 
 
 def get(app: Flask, slug: str, into: list[Any]) -> threading.Thread:
@@ -58,72 +39,67 @@ def claimed(app: Flask, shared_redis: dict[str, Any], slug: str) -> bool:
     return shared_redis["client"].get(key) is not None
 
 
-def test_a_process_waits_for_another_process_s_load(make_app: Any, shared_redis: Any) -> None:
-    leader, follower = make_app(shared_redis), make_app(shared_redis)
+def follow_a_gated_load(
+    leader: Flask, follower: Flask, slug: str, shared_redis: dict[str, Any]
+) -> tuple[Any, Any, threading.Thread, bool]:
+    """``leader`` loads ``slug`` behind a gate while ``follower`` asks for it and waits.
+
+    The gate opens once the follower waits. Returns both responses, the follower's thread
+    (joined for 5 s) and whether the load was claimed in Redis while the leader ran it.
+    """
     loader_of(leader).gate = threading.Event()
     first: list[Any] = []
     second: list[Any] = []
-    lead = get(leader, "acme", first)
+    lead = get(leader, slug, first)
     assert loader_of(leader).entered.wait(5)
-    assert claimed(leader, shared_redis, "acme")
-    follow = get(follower, "acme", second)
+    was_claimed = claimed(leader, shared_redis, slug)
+    follow = get(follower, slug, second)
     wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
     loader_of(leader).gate.set()
     lead.join(5)
     follow.join(5)
-    assert first[0].status_code == second[0].status_code == 200
-    assert second[0].json["slug"] == "acme"
+    return first[0], second[0], follow, was_claimed
+
+
+def test_a_process_waits_for_another_process_s_load(redis_apps: Any, shared_redis: Any) -> None:
+    leader, follower = redis_apps(shared_redis), redis_apps(shared_redis)
+    first, second, _, was_claimed = follow_a_gated_load(leader, follower, "acme", shared_redis)
+    assert was_claimed
+    assert first.status_code == second.status_code == 200
+    assert second.json["slug"] == "acme"
     assert loader_of(follower).calls == []  # one query in the whole cluster
     assert redis_stats(follower)["remote_hits"] == 1
     assert redis_stats(leader)["claims"] == 1
 
 
 def test_a_not_found_answer_is_shared_with_the_waiting_processes(
-    make_app: Any, shared_redis: Any
+    redis_apps: Any, shared_redis: Any
 ) -> None:
-    leader, follower = make_app(shared_redis), make_app(shared_redis)
-    loader_of(leader).gate = threading.Event()
-    first: list[Any] = []
-    second: list[Any] = []
-    lead = get(leader, "nobody", first)
-    assert loader_of(leader).entered.wait(5)
-    follow = get(follower, "nobody", second)
-    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
-    loader_of(leader).gate.set()
-    lead.join(5)
-    follow.join(5)
-    assert first[0].status_code == second[0].status_code == 404
+    leader, follower = redis_apps(shared_redis), redis_apps(shared_redis)
+    first, second, _, _ = follow_a_gated_load(leader, follower, "nobody", shared_redis)
+    assert first.status_code == second.status_code == 404
     assert loader_of(follower).calls == []
     assert redis_stats(follower)["remote_hits"] == 1
 
 
 def test_a_failed_load_lets_the_waiting_processes_load_for_themselves(
-    make_app: Any, shared_redis: Any
+    redis_apps: Any, shared_redis: Any
 ) -> None:
-    leader = make_app(shared_redis)
-    follower = make_app(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=30)
-    loader_of(leader).gate = threading.Event()
+    leader = redis_apps(shared_redis)
+    follower = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=30)
     loader_of(leader).fail = RuntimeError("database down here")
-    first: list[Any] = []
-    second: list[Any] = []
-    lead = get(leader, "acme", first)
-    assert loader_of(leader).entered.wait(5)
-    follow = get(follower, "acme", second)
-    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
-    loader_of(leader).gate.set()
-    lead.join(5)
-    follow.join(5)  # long before the 30 s claim would expire
-    assert not follow.is_alive()
-    assert first[0].status_code == 503
-    assert second[0].status_code == 200
+    first, second, follow, _ = follow_a_gated_load(leader, follower, "acme", shared_redis)
+    assert not follow.is_alive()  # joined long before the 30 s claim would expire
+    assert first.status_code == 503
+    assert second.status_code == 200
     assert len(loader_of(follower).calls) == 1
     assert not claimed(leader, shared_redis, "acme")
 
 
 def test_an_invalidation_during_the_load_voids_its_not_found_answer(
-    make_app: Any, shared_redis: Any
+    redis_apps: Any, shared_redis: Any
 ) -> None:
-    leader, follower = make_app(shared_redis), make_app(shared_redis)
+    leader, follower = redis_apps(shared_redis), redis_apps(shared_redis)
     loader_of(leader).gate = threading.Event()
     first: list[Any] = []
     lead = get(leader, "nobody", first)
@@ -140,8 +116,8 @@ def test_an_invalidation_during_the_load_voids_its_not_found_answer(
     assert len(loader_of(follower).calls) == 1  # it asked its own database
 
 
-def test_a_claim_whose_owner_died_expires(make_app: Any, shared_redis: Any) -> None:
-    app = make_app(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=0.3)
+def test_a_claim_whose_owner_died_expires(redis_apps: Any, shared_redis: Any) -> None:
+    app = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=0.3)
     prefix = shared_redis["TENANT_CACHE_REDIS_PREFIX"]
     shared_redis["client"].set(f"{prefix}:load:slug:acme", "a-dead-process", px=300)
     response = app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"})

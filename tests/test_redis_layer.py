@@ -2,49 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, build_app
+from conftest import ACME_ID, update_tenant_in
 from flask import Flask
-from redis_support import PrivateRedis, private_redis, shared_redis, wait_for
+from redis_support import (
+    PrivateRedis,
+    listening,
+    private_redis,
+    redis_apps,
+    shared_redis,
+    stats,
+    wait_for,
+)
 
-__all__ = ["private_redis", "shared_redis"]  # fixtures
+__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
 
 pytestmark = pytest.mark.redis
 
 HEADERS = {"X-Tenant-ID": "acme"}
 
 
-@pytest.fixture
-def make_app() -> Iterator[Callable[..., Flask]]:
-    """Apps with the extension on a Redis; their subscriber threads stop after the test."""
-    apps: list[Flask] = []
-
-    def make(redis_config: dict[str, Any], **config: Any) -> Flask:
-        settings = {k: v for k, v in redis_config.items() if k.startswith("TENANT_CACHE_")}
-        app = build_app(**settings, **config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            app.extensions["test"]["ext"].close()
-
-
 def calls(app: Flask) -> int:
     return len(app.extensions["test"]["loader"].calls)
-
-
-def stats(app: Flask) -> dict[str, Any]:
-    with app.app_context():
-        result: dict[str, Any] = app.extensions["test"]["ext"].stats()
-        return result
 
 
 def bus(app: Flask) -> Any:
@@ -57,14 +43,10 @@ def serve(app: Flask, headers: dict[str, str] = HEADERS) -> Any:
     return response.json
 
 
-def listening(app: Flask) -> None:
-    """Serve one request (which starts the subscriber) and wait until it subscribed."""
-    serve(app)
-    wait_for(lambda: stats(app)["redis"]["subscribes"] >= 1, what="the subscription")
-
-
-def test_a_load_is_shared_with_other_processes_through_l2(make_app: Any, shared_redis: Any) -> None:
-    first, second = make_app(shared_redis), make_app(shared_redis)
+def test_a_load_is_shared_with_other_processes_through_l2(
+    redis_apps: Any, shared_redis: Any
+) -> None:
+    first, second = redis_apps(shared_redis), redis_apps(shared_redis)
     serve(first)
     assert calls(first) == 1
     assert serve(second)["id"] == str(ACME_ID)
@@ -75,9 +57,9 @@ def test_a_load_is_shared_with_other_processes_through_l2(make_app: Any, shared_
     assert b'"uuid:' + str(ACME_ID).encode() in raw
 
 
-def test_both_resolvers_share_l2(make_app: Any, shared_redis: Any) -> None:
-    v2_app = make_app(shared_redis)
-    v1_app = make_app(shared_redis, TENANT_CACHE_USE_V2=False)
+def test_both_resolvers_share_l2(redis_apps: Any, shared_redis: Any) -> None:
+    v2_app = redis_apps(shared_redis)
+    v1_app = redis_apps(shared_redis, TENANT_CACHE_USE_V2=False)
     serve(v2_app)
     assert serve(v1_app)["version"] == "v1"
     assert calls(v1_app) == 0
@@ -85,9 +67,9 @@ def test_both_resolvers_share_l2(make_app: Any, shared_redis: Any) -> None:
 
 
 def test_an_invalidation_reaches_every_process(
-    make_app: Any, shared_redis: Any, rename_in: Callable[..., None]
+    redis_apps: Any, shared_redis: Any, rename_in: Callable[..., None]
 ) -> None:
-    writer, reader = make_app(shared_redis), make_app(shared_redis)
+    writer, reader = redis_apps(shared_redis), redis_apps(shared_redis)
     listening(reader)
     serve(writer)
     for alias in ({"X-Tenant-ID": str(ACME_ID)}, {"Host": "acme.test"}):
@@ -104,8 +86,10 @@ def test_an_invalidation_reaches_every_process(
     assert stats(writer)["redis"]["published"] == 1
 
 
-def test_a_load_racing_an_invalidation_does_not_write_l2(make_app: Any, shared_redis: Any) -> None:
-    slow, other = make_app(shared_redis), make_app(shared_redis)
+def test_a_load_racing_an_invalidation_does_not_write_l2(
+    redis_apps: Any, shared_redis: Any
+) -> None:
+    slow, other = redis_apps(shared_redis), redis_apps(shared_redis)
     loader = slow.extensions["test"]["loader"]
     loader.gate = threading.Event()
     worker = threading.Thread(target=serve, args=(slow,))
@@ -122,9 +106,9 @@ def test_a_load_racing_an_invalidation_does_not_write_l2(make_app: Any, shared_r
 
 
 def test_redis_down_serves_every_request_and_logs_once(
-    make_app: Any, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+    redis_apps: Any, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app({"TENANT_CACHE_REDIS_URL": private_redis.url})
+    app = redis_apps(private_redis.config)
     private_redis.kill()
     caplog.set_level(logging.WARNING, logger="flask_tenant_cache")
     client = app.test_client()
@@ -140,12 +124,11 @@ def test_redis_down_serves_every_request_and_logs_once(
 
 
 def test_after_a_restart_l1_is_flushed_and_queued_invalidations_are_sent(
-    make_app: Any, private_redis: PrivateRedis
+    redis_apps: Any, private_redis: PrivateRedis
 ) -> None:
-    redis_config = {"TENANT_CACHE_REDIS_URL": private_redis.url}
-    app, peer = make_app(redis_config), make_app(redis_config)
-    listening(app)
-    listening(peer)
+    redis_config = private_redis.config
+    app, peer = redis_apps(redis_config), redis_apps(redis_config)
+    listening(app, peer)
     serve(peer)
     serve(peer, {"X-Tenant-ID": "globex"})  # no invalidation names it: only a flush drops it
     private_redis.kill()
@@ -165,11 +148,9 @@ def test_after_a_restart_l1_is_flushed_and_queued_invalidations_are_sent(
 
 
 def test_a_paused_redis_costs_timeouts_not_failures(
-    make_app: Any, private_redis: PrivateRedis
+    redis_apps: Any, private_redis: PrivateRedis
 ) -> None:
-    app = make_app(
-        {"TENANT_CACHE_REDIS_URL": private_redis.url}, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.1
-    )
+    app = redis_apps(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.1)
     private_redis.pause()
     try:
         for slug in ("acme", "globex", "initech"):
@@ -195,8 +176,8 @@ def _child(app: Flask, conn: Any) -> None:
         conn.send(("error", repr(exc), None))
 
 
-def test_a_forked_worker_subscribes_on_its_own(make_app: Any, shared_redis: Any) -> None:
-    app = make_app(shared_redis)  # init_app ran here, as in gunicorn --preload
+def test_a_forked_worker_subscribes_on_its_own(redis_apps: Any, shared_redis: Any) -> None:
+    app = redis_apps(shared_redis)  # init_app ran here, as in gunicorn --preload
     assert not bus(app).started
     parent_node = bus(app).node_id
     context = multiprocessing.get_context("fork")
@@ -225,12 +206,5 @@ def test_a_forked_worker_subscribes_on_its_own(make_app: Any, shared_redis: Any)
 
 @pytest.fixture
 def rename_in() -> Callable[..., None]:
-    def rename(app: Flask, **values: Any) -> None:
-        with app.app_context():
-            db = app.extensions["test"]["db"]
-            row = db.session.get(app.extensions["test"]["model"], ACME_ID)
-            for key, value in values.items():
-                setattr(row, key, value)
-            db.session.commit()
-
-    return rename
+    """``rename_in(app, **values)`` changes acme's row in ``app``'s database."""
+    return functools.partial(update_tenant_in, tenant_id=ACME_ID)

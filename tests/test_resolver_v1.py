@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 from conftest import ACME_ID, CountingLoader, FakeTimer, build_app
 from flask import Flask
-from test_resolvers import ACME, GLOBEX, MemoryLoader, open_when_all_wait, run_threads
+from test_resolvers import (
+    ACME,
+    GLOBEX,
+    MemoryLoader,
+    db,
+    open_when_all_wait,
+    resolver,
+    run_threads,
+    timer,
+    with_test_defaults,
+)
 
 from flask_tenant_cache import Tenant, TenantIdentifier, TenantLookupError, current_resolver_version
 from flask_tenant_cache.resolvers import DualCacheResolver
@@ -20,6 +30,8 @@ by_uuid = TenantIdentifier.uuid
 
 NEWCO = Tenant(id=uuid.UUID("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"), slug="newco", name="NewCo")
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
+
+__all__ = ["db", "resolver", "timer"]  # fixtures
 
 
 class TimedLoader:
@@ -42,34 +54,14 @@ class TimedLoader:
 
 
 @pytest.fixture
-def timer() -> FakeTimer:
-    return FakeTimer()
-
-
-@pytest.fixture
-def db() -> MemoryLoader:
-    return MemoryLoader(ACME, GLOBEX)
-
-
-@pytest.fixture
 def loader(db: MemoryLoader, timer: FakeTimer) -> TimedLoader:
     return TimedLoader(db, timer)
 
 
 @pytest.fixture
 def make(loader: TimedLoader, timer: FakeTimer) -> Any:
-    def make(**options: Any) -> DualCacheResolver:
-        options.setdefault("ttl", 300)
-        options.setdefault("negative_ttl", 30)
-        return DualCacheResolver(loader, timer=timer, **options)
-
-    return make
-
-
-@pytest.fixture
-def resolver(make: Any) -> DualCacheResolver:
-    result: DualCacheResolver = make()
-    return result
+    """Only v1: the ``resolver`` fixture (from test_resolvers) is a ``DualCacheResolver``."""
+    return with_test_defaults(DualCacheResolver, loader, timer)
 
 
 def unknown(n: int) -> TenantIdentifier:

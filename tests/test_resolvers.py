@@ -68,16 +68,20 @@ def loader(db: MemoryLoader) -> CountingLoader:
     return CountingLoader(db)
 
 
-@pytest.fixture(params=sorted(RESOLVERS))
-def make(request: pytest.FixtureRequest, loader: CountingLoader, timer: FakeTimer) -> Any:
-    factory = RESOLVERS[request.param]
+def with_test_defaults(factory: Callable[..., Any], loader: Any, timer: FakeTimer) -> Any:
+    """``make(**options)``: ``factory(loader, timer=timer, **options)``, ttl 300 and negative 30."""
 
     def make(**options: Any) -> Any:
         options.setdefault("ttl", 300)
         options.setdefault("negative_ttl", 30)
-        return factory(loader, timer, **options)
+        return factory(loader, timer=timer, **options)
 
     return make
+
+
+@pytest.fixture(params=sorted(RESOLVERS))
+def make(request: pytest.FixtureRequest, loader: CountingLoader, timer: FakeTimer) -> Any:
+    return with_test_defaults(RESOLVERS[request.param], loader, timer)
 
 
 @pytest.fixture

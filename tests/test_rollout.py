@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,12 +13,19 @@ from conftest import (
     ADMIN_TOKEN,
     SEED,
     CountingLoader,
-    build_app,
     make_model,
 )
 from flask import Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
-from redis_support import PrivateRedis, private_redis, shared_redis, wait_for
+from redis_support import (
+    PrivateRedis,
+    listening,
+    private_redis,
+    redis_apps,
+    shared_redis,
+    stats,
+    wait_for,
+)
 
 from flask_tenant_cache import (
     FlagContext,
@@ -29,7 +37,7 @@ from flask_tenant_cache import (
 )
 from flask_tenant_cache.flags import rollout_bucket
 
-__all__ = ["private_redis", "shared_redis"]  # fixtures
+__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -67,20 +75,13 @@ def add_views(app: Flask) -> Flask:
 
 
 @pytest.fixture
-def make_app() -> Iterator[Callable[..., Flask]]:
-    """Apps with the decision view; their Redis threads and connections close after the test."""
-    apps: list[Flask] = []
+def make_app(redis_apps: Callable[..., Flask]) -> Callable[..., Flask]:
+    """``redis_apps`` with the decision view (the Redis config is optional)."""
 
     def make(redis_config: dict[str, Any] | None = None, **config: Any) -> Flask:
-        settings = {k: v for k, v in (redis_config or {}).items() if k.startswith("TENANT_CACHE_")}
-        app = add_views(build_app(**settings, **config))
-        apps.append(app)
-        return app
+        return add_views(redis_apps(redis_config, **config))
 
-    yield make
-    for app in apps:
-        with app.app_context():
-            app.extensions["test"]["ext"].close()
+    return make
 
 
 def decide(app: Flask, headers: dict[str, str] | None = None) -> tuple[str, str, int | None]:
@@ -93,12 +94,6 @@ def decide(app: Flask, headers: dict[str, str] | None = None) -> tuple[str, str,
 
 def set_rollout(app: Flask, body: Any, headers: dict[str, str] = ADMIN) -> Any:
     return app.test_client().post("/_tenant-cache/rollout", json=body, headers=headers)
-
-
-def stats(app: Flask) -> dict[str, Any]:
-    with app.app_context():
-        result: dict[str, Any] = app.extensions["test"]["ext"].stats()
-        return result
 
 
 def cli(app: Flask, *args: str) -> Any:
@@ -383,19 +378,12 @@ def test_stats_show_the_rollout_and_requests_served_per_version(make_app: Any) -
 # -- with Redis ----------------------------------------------------------------------------
 
 
-def listening(app: Flask) -> None:
-    """Serve one request (which starts the subscriber) and wait until it subscribed."""
-    decide(app)
-    wait_for(lambda: stats(app)["redis"]["subscribes"] >= 1, what="the subscription")
-
-
 @pytest.mark.redis
 def test_an_override_reaches_every_process_within_a_second(
     make_app: Any, shared_redis: Any
 ) -> None:
     a, b = make_app(shared_redis), make_app(shared_redis)
-    listening(a)
-    listening(b)
+    listening(a, b, serve=decide)
     assert decide(b) == ("v2", "config", None)
 
     response = set_rollout(a, {"override": "v1"})
@@ -430,8 +418,9 @@ def test_a_new_process_picks_up_the_override_from_redis(make_app: Any, shared_re
     assert "(cluster)" in result.output
 
     late = make_app(shared_redis)  # started after the override was set
-    decide(late)  # starts its subscriber
-    wait_for(lambda: decide(late) == ("v1", "override", None), what="the stored override")
+    # Its first request already obeys it: the override is read when the subscriber starts,
+    # not only once it has subscribed.
+    assert decide(late) == ("v1", "override", None)
     assert stats(late)["rollout"]["override"] == "v1"
     assert stats(late)["rollout"]["mode"] == "override"
 
@@ -440,9 +429,7 @@ def test_a_new_process_picks_up_the_override_from_redis(make_app: Any, shared_re
 def test_with_redis_down_the_override_applies_to_the_process(
     make_app: Any, private_redis: PrivateRedis
 ) -> None:
-    app = make_app(
-        {"TENANT_CACHE_REDIS_URL": private_redis.url}, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.2
-    )
+    app = make_app(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.2)
     private_redis.kill()
     assert decide(app) == ("v2", "config", None)
 
@@ -452,9 +439,12 @@ def test_with_redis_down_the_override_applies_to_the_process(
     for headers in ALIASES.values():
         assert decide(app, headers) == ("v1", "override", None)
 
+    # The CLI's process ends with the command: an override no other process got is an error.
     result = cli(app, "30")
-    assert result.exit_code == 0, result.output
-    assert "set to 30.0 (process)" in result.output
+    assert result.exit_code == 1, result.output
+    assert "Redis is unreachable" in result.output
+    response = set_rollout(app, {"override": 30})
+    assert response.json == {"override": 30.0, "scope": "process"}
     assert decide(app, ALIASES["slug:initech"]) == ("v1", "override", 3710)
     assert decide(app, ALIASES["slug:acme"]) == ("v2", "override", 201)
 
@@ -468,10 +458,9 @@ def test_with_redis_down_the_override_applies_to_the_process(
 def test_an_override_set_during_an_outage_is_shared_when_redis_returns(
     make_app: Any, private_redis: PrivateRedis
 ) -> None:
-    redis_config = {"TENANT_CACHE_REDIS_URL": private_redis.url}
+    redis_config = private_redis.config
     app, peer = make_app(redis_config), make_app(redis_config)
-    for each in (app, peer):
-        listening(each)
+    listening(app, peer, serve=decide)
     private_redis.kill()
     wait_for(lambda: stats(app)["redis"]["disconnects"] >= 1, what="the disconnect")
     assert set_rollout(app, {"override": "v1"}).json == {"override": "v1", "scope": "process"}
@@ -482,3 +471,27 @@ def test_an_override_set_during_an_outage_is_shared_when_redis_returns(
     # it is the newer decision, so it is written to Redis and reaches the peer.
     wait_for(lambda: decide(peer) == ("v1", "override", None), what="the peer's override")
     assert decide(app) == ("v1", "override", None)
+
+
+@pytest.mark.redis
+def test_the_cli_shows_the_override_stored_in_redis(make_app: Any, shared_redis: Any) -> None:
+    setter, other = make_app(shared_redis), make_app(shared_redis)
+    assert cli(setter, "v1").exit_code == 0
+    result = cli(other)  # a process that has served nothing yet, as a CLI is
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["override"] == "v1"
+    assert shown["mode"] == "override"
+
+
+def test_a_bad_live_percentage_turns_the_percentage_off(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(TENANT_CACHE_V2_PERCENT=0)
+    assert decide(app)[0] == "v1"
+    app.config["TENANT_CACHE_V2_PERCENT"] = "50"  # a string, set after init_app
+    caplog.set_level(logging.ERROR, logger="flask_tenant_cache")
+    for _ in range(3):
+        assert decide(app) == ("v2", "config", None)  # no 500: back to TENANT_CACHE_USE_V2
+    errors = [r for r in caplog.records if "TENANT_CACHE_V2_PERCENT" in r.getMessage()]
+    assert len(errors) == 1  # logged once, not per request

@@ -347,6 +347,23 @@ def warm_real(app: Flask) -> int:
     return len(loader.calls)
 
 
+def flood_past_real_tenants(app: Flask, count: int, *, cap: int) -> dict[str, Any]:
+    """Warm the real tenants, flood ``count`` unknown names (seeded by ``count``), then check
+    the real tenants are still served from the cache; return the serving resolver's stats."""
+    loader: CountingLoader = app.extensions["test"]["loader"]
+    warmed = warm_real(app)
+    assert warmed == len(REAL_REQUESTS)
+    flood(app, count, seed=count, cap=cap)
+    assert len(loader.calls) == warmed + count
+    for environ in REAL_REQUESTS:
+        assert call(app, **environ)[0] == 200
+    assert len(loader.calls) == warmed + count, "a real tenant was evicted by the flood"
+    version = "v2" if app.config["TENANT_CACHE_USE_V2"] else "v1"
+    with app.app_context():
+        result: dict[str, Any] = app.extensions["tenant_cache"].ext.stats()[version]
+    return result
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_flood_of_unknown_names_does_not_evict_tenants(version: str) -> None:
     app = build_app(
@@ -355,16 +372,7 @@ def test_flood_of_unknown_names_does_not_evict_tenants(version: str) -> None:
         TENANT_CACHE_V1_MAX_ENTRIES=200,
         TENANT_CACHE_NEGATIVE_MAX_ENTRIES=20,
     )
-    loader: CountingLoader = app.extensions["test"]["loader"]
-    warmed = warm_real(app)
-    assert warmed == len(REAL_REQUESTS)
-    flood(app, 5000, seed=5000, cap=20)
-    assert len(loader.calls) == warmed + 5000
-    for environ in REAL_REQUESTS:
-        assert call(app, **environ)[0] == 200
-    assert len(loader.calls) == warmed + 5000, "a real tenant was evicted by the flood"
-    with app.app_context():
-        stats = app.extensions["tenant_cache"].ext.stats()[version]
+    stats = flood_past_real_tenants(app, 5000, cap=20)
     assert stats["negative_entries"] == 20
     if version == "v2":
         assert stats["max_negative_entries"] == 20
@@ -379,14 +387,7 @@ def test_flood_of_unknown_names_does_not_evict_tenants(version: str) -> None:
 def test_v2_default_negative_cap_is_a_tenth_of_max_entries() -> None:
     app = build_app(TENANT_CACHE_MAX_ENTRIES=200)
     assert app.config["TENANT_CACHE_NEGATIVE_MAX_ENTRIES"] is None
-    loader: CountingLoader = app.extensions["test"]["loader"]
-    warmed = warm_real(app)
-    flood(app, 600, seed=600, cap=20)
-    for environ in REAL_REQUESTS:
-        assert call(app, **environ)[0] == 200
-    assert len(loader.calls) == warmed + 600
-    with app.app_context():
-        stats = app.extensions["tenant_cache"].ext.stats()["v2"]
+    stats = flood_past_real_tenants(app, 600, cap=20)
     assert stats["max_negative_entries"] == 20
     assert stats["negative_entries"] == 20
     assert stats["negative_evictions"] == 600 - 20
@@ -394,14 +395,7 @@ def test_v2_default_negative_cap_is_a_tenth_of_max_entries() -> None:
 
 def test_v1_default_negative_cache_is_separate_and_bounded() -> None:
     app = build_app(TENANT_CACHE_USE_V2=False, TENANT_CACHE_V1_MAX_ENTRIES=50)
-    loader: CountingLoader = app.extensions["test"]["loader"]
-    warmed = warm_real(app)
-    flood(app, 300, seed=300, cap=50)
-    for environ in REAL_REQUESTS:
-        assert call(app, **environ)[0] == 200
-    assert len(loader.calls) == warmed + 300
-    with app.app_context():
-        stats = app.extensions["tenant_cache"].ext.stats()["v1"]
+    stats = flood_past_real_tenants(app, 300, cap=50)
     assert stats["negative_entries"] == 50
     assert stats["positive_entries"] == len(REAL_REQUESTS)
 

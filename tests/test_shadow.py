@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -10,8 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, CountingLoader, build_app
-from flask import Flask
+import redis_support
+from conftest import ACME_ID, CountingLoader, Recorder, build_app
+from flask import Flask, current_app
 
 from flask_tenant_cache import Tenant, TenantIdentifier, signals
 from flask_tenant_cache.errors import TenantLookupError
@@ -20,27 +22,12 @@ from flask_tenant_cache.shadow import ShadowComparer, outcome_of
 ACME = {"X-Tenant-ID": "acme"}
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.005)
+#: Poll a predicate until it holds; fail after 5 seconds.
+wait_for = functools.partial(redis_support.wait_for, timeout=5.0)
 
 
 def in_shadow() -> bool:
     return threading.current_thread().name.startswith("tenant-cache-shadow")
-
-
-class Recorder:
-    """A signal receiver that keeps every (sender, kwargs) it gets."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, dict[str, Any]]] = []
-
-    def __call__(self, sender: Any, **kwargs: Any) -> None:
-        self.events.append((sender, kwargs))
 
 
 @pytest.fixture
@@ -423,3 +410,38 @@ def test_outcome_of_turns_lookup_errors_into_names_only() -> None:
     assert outcome_of(lambda: None) is None
     with pytest.raises(KeyError):
         outcome_of(other_error)
+
+
+def test_mismatch_receivers_run_in_the_app_context(make_app: Callable[..., Flask]) -> None:
+    app = make_app(TENANT_CACHE_USE_V2=False, TENANT_CACHE_SHADOW_PERCENT=0)
+    client = app.test_client()
+    client.get("/whoami", headers=ACME)
+    rename_in_db(app, name="Acme Renamed")
+    app.config.update(TENANT_CACHE_USE_V2=True, TENANT_CACHE_SHADOW_PERCENT=100)
+    seen: list[Any] = []
+
+    def receiver(sender: Flask, **event: Any) -> None:
+        seen.append(current_app.name)
+
+    with signals.shadow_mismatch.connected_to(receiver, sender=app):
+        client.get("/whoami", headers=ACME)
+        wait_for(lambda: seen)
+    assert seen == [app.name]
+
+
+def test_the_mismatch_log_leaves_the_tenant_s_extra_out(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(TENANT_CACHE_USE_V2=False, TENANT_CACHE_SHADOW_PERCENT=0)
+    client = app.test_client()
+    client.get("/whoami", headers=ACME)
+    rename_in_db(app, name="Acme Renamed")
+    app.config.update(TENANT_CACHE_USE_V2=True, TENANT_CACHE_SHADOW_PERCENT=100)
+    caplog.set_level(logging.WARNING, logger="flask_tenant_cache")
+    client.get("/whoami", headers=ACME)
+    logged = wait_for(
+        lambda: [r.getMessage() for r in caplog.records if "shadow mismatch" in r.getMessage()]
+    )
+    message = logged[0]
+    assert "(name differ)" in message
+    assert "extra" not in message

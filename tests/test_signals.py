@@ -6,20 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, ADMIN_TOKEN, GLOBEX_ID, build_app
+from conftest import ACME_ID, ADMIN_TOKEN, GLOBEX_ID, Recorder, build_app
 from flask import Flask
 
 from flask_tenant_cache import Tenant, TenantIdentifier, signals
-
-
-class Recorder:
-    """A receiver that keeps every (sender, kwargs) it gets."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, dict[str, Any]]] = []
-
-    def __call__(self, sender: Any, **kwargs: Any) -> None:
-        self.events.append((sender, kwargs))
 
 
 @pytest.fixture

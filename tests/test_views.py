@@ -3,51 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, ADMIN_TOKEN, SEED, CountingLoader, build_app, make_model
-from flask import Flask, jsonify, request
-from flask_sqlalchemy import SQLAlchemy
-
-from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, current_tenant
+from conftest import ACME_ID, ADMIN_TOKEN, build_app
+from flask import Flask, request
 
 STATS = "/_tenant-cache/stats"
 INVALIDATE = "/_tenant-cache/invalidate"
-
-
-def make_app(
-    *, authorizer: Callable[[], bool] | None = None, **config: Any
-) -> tuple[Flask, CountingLoader]:
-    """Like conftest's ``build_app`` but with no admin token unless given one.
-
-    ``build_app(TENANT_CACHE_ADMIN_TOKEN=None)`` cannot work: it sets that key itself.
-    """
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        SQLALCHEMY_DATABASE_URI="sqlite://",
-        TENANT_CACHE_BASE_DOMAINS=["example.com"],
-        **config,
-    )
-    db = SQLAlchemy(app)
-    model = make_model(db)
-    loader = CountingLoader(SQLAlchemyTenantLoader(db, model, active_column="active"))
-    ext = TenantCache(app, loader=loader)
-    if authorizer is not None:
-        ext.admin_authorizer(authorizer)
-
-    @app.get("/whoami")
-    def whoami() -> Any:
-        return jsonify(slug=current_tenant.slug)
-
-    with app.app_context():
-        db.create_all()
-        for tenant_id, slug, domain, name in SEED:
-            db.session.add(model(id=tenant_id, slug=slug, domain=domain, name=name))
-        db.session.commit()
-    return app, loader
 
 
 def acme(client: Any) -> Any:
@@ -64,7 +27,7 @@ def entry_count(app: Flask) -> int:
 
 
 def test_closed_without_token_or_authorizer():
-    app, _ = make_app()
+    app = build_app(TENANT_CACHE_ADMIN_TOKEN=None)
     client = app.test_client()
     assert acme(client).status_code == 200
     for headers in ({}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, {"Authorization": "Bearer "}):
@@ -132,7 +95,7 @@ def test_authorizer_alone_grants_access():
         asked.append(request.path)
         return request.headers.get("X-Role") == "admin"
 
-    app, _ = make_app(authorizer=authorizer)
+    app = build_app(TENANT_CACHE_ADMIN_TOKEN=None, admin_authorizer=authorizer)
     client = app.test_client()
     assert client.get(STATS, headers={"X-Role": "admin"}).status_code == 200
     assert client.post(INVALIDATE, json={"all": True}, headers={"X-Role": "admin"}).json == {
@@ -148,7 +111,7 @@ def test_authorizer_alone_grants_access():
 
 @pytest.mark.parametrize(("answer", "status"), [(True, 200), (False, 403)])
 def test_authorizer_answer(answer, status):
-    app, _ = make_app(authorizer=lambda: answer)
+    app = build_app(TENANT_CACHE_ADMIN_TOKEN=None, admin_authorizer=lambda: answer)
     assert app.test_client().get(STATS).status_code == status
 
 
