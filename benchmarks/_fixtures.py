@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask_tenant_cache import Tenant, TenantIdentifier
 
-__all__ = ["ACME", "MemoryLoader", "SleepyLoader", "make_tenants"]
+__all__ = ["ACME", "MemoryLoader", "SleepyLoader", "make_tenants", "stampede"]
 
 ACME = Tenant(
     id=uuid.UUID("5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a"),
@@ -58,3 +60,38 @@ class SleepyLoader:
             self.calls += 1
         time.sleep(self.delay)
         return self.tenant if identifier.value in (self.tenant.slug, str(self.tenant.id)) else None
+
+
+def stampede(
+    threads: int, call: Callable[[], Tenant | None], context: Callable[[], Any] | None = None
+) -> tuple[list[Tenant | None], list[BaseException], float]:
+    """Run ``call`` in ``threads`` threads released at once by a barrier.
+
+    :param context: a context manager factory each thread enters first (an app context).
+    :returns: every result, the errors, and the seconds from release to the last finish.
+    """
+    started: list[float] = []
+    finished = [0.0] * threads
+    results: list[Tenant | None] = [None] * threads
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads, action=lambda: started.append(time.perf_counter()))
+
+    def worker(index: int) -> None:
+        with context() if context is not None else contextlib.nullcontext():
+            barrier.wait()
+            try:
+                results[index] = call()
+            except Exception as exc:
+                errors.append(exc)
+            finished[index] = time.perf_counter()
+
+    old_stack = threading.stack_size(512 * 1024)  # a thousand threads of 8 MiB each is a lot
+    try:
+        pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for thread in pool:
+            thread.start()
+    finally:
+        threading.stack_size(old_stack)
+    for thread in pool:
+        thread.join()
+    return results, errors, max(finished) - started[0]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -106,3 +109,24 @@ def environment() -> dict[str, Any]:
         "commit": commit,
         "packages": versions,
     }
+
+
+def standalone(
+    prog: str,
+    description: str | None,
+    quick_help: str,
+    bench: Callable[[bool], dict[str, Any]],
+    show: Callable[[dict[str, Any]], None],
+    argv: list[str] | None = None,
+) -> int:
+    """``python -m benchmarks.<part> [--quick] [--json PATH]``: run one part on its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    result = bench(args.quick)
+    show(result)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return 0

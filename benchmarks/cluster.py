@@ -6,7 +6,6 @@ Run alone with ``python -m benchmarks.cluster [--quick] [--json PATH]``; needs R
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -14,12 +13,10 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
 
-from flask_tenant_cache import Tenant
 from flask_tenant_cache.state import AppState
 
 from ._cluster_app import (
@@ -35,6 +32,8 @@ from ._cluster_app import (
     redis_prefix,
     serve,
 )
+from ._fixtures import stampede
+from ._report import standalone
 
 __all__ = ["bench_cluster"]
 
@@ -69,30 +68,9 @@ def _stampede_once(db_path: str, version: str, threads: int) -> dict[str, Any]:
     state: AppState = app.extensions["tenant_cache"]
     resolver = state.resolvers[version]
     ident = state.validator.parse(COLD[0][1])
-    started: list[float] = []
-    finished = [0.0] * threads
-    results: list[Tenant | None] = [None] * threads
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads, action=lambda: started.append(time.perf_counter()))
-
-    def worker(index: int) -> None:
-        with app.app_context():
-            barrier.wait()
-            try:
-                results[index] = resolver.resolve(ident)
-            except Exception as exc:
-                errors.append(exc)
-            finished[index] = time.perf_counter()
-
-    old_stack = threading.stack_size(512 * 1024)  # 1000 threads of the default 8 MiB is a lot
-    try:
-        pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-        for thread in pool:
-            thread.start()
-    finally:
-        threading.stack_size(old_stack)
-    for thread in pool:
-        thread.join()
+    results, errors, wall = stampede(
+        threads, lambda: resolver.resolve(ident), context=app.app_context
+    )
     wrong = sum(r is None or r.slug != COLD[0][1] for r in results)
     load = resolver.stats().load
     with app.app_context():
@@ -104,7 +82,7 @@ def _stampede_once(db_path: str, version: str, threads: int) -> dict[str, Any]:
         "coalesced": load.coalesced,
         "l1_hits": resolver.stats().hits,
         "errors": len(errors) + wrong,
-        "wall_ms": round((max(finished) - started[0]) * 1e3, 2),
+        "wall_ms": round(wall * 1e3, 2),
     }
 
 
@@ -391,16 +369,14 @@ def print_cluster(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, v2 only (< 30 s)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    result = bench_cluster(args.quick)
-    print_cluster(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return standalone(
+        "python -m benchmarks.cluster",
+        __doc__,
+        "fewer rounds, v2 only (< 30 s)",
+        bench_cluster,
+        print_cluster,
+        argv,
+    )
 
 
 if __name__ == "__main__":

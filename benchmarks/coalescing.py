@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask_tenant_cache import Tenant, TenantIdentifier, UnifiedCacheResolver
+from flask_tenant_cache import TenantIdentifier, UnifiedCacheResolver
 
-from ._fixtures import ACME, SleepyLoader
+from ._fixtures import ACME, SleepyLoader, stampede
 
 __all__ = ["CoalescingResult", "bench_coalescing"]
 
@@ -59,28 +58,10 @@ def _stampede(threads: int, delay: float) -> tuple[int, int, float, int]:
     loader = SleepyLoader(ACME, delay)
     resolver = UnifiedCacheResolver(loader)
     ident = TenantIdentifier.slug("acme")
-    started: list[float] = []
-    finished = [0.0] * threads
-    results: list[Tenant | None] = [None] * threads
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads, action=lambda: started.append(time.perf_counter()))
-
-    def worker(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = resolver.resolve(ident)
-        except Exception as exc:
-            errors.append(exc)
-        finished[index] = time.perf_counter()
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    results, errors, wall = stampede(threads, lambda: resolver.resolve(ident))
     wrong = sum(r is not ACME for r in results)
     stats = resolver.stats()
-    return loader.calls, stats.load.coalesced, max(finished) - started[0], len(errors) + wrong
+    return loader.calls, stats.load.coalesced, wall, len(errors) + wrong
 
 
 def bench_coalescing(rounds: int, threads: int = 100, delay: float = 0.020) -> CoalescingResult:

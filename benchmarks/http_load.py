@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -26,6 +25,7 @@ from ._http_report import RATE, goals, print_results, summary
 from ._loadgen import FixedRateResult, SaturationResult, Target
 from ._loadgen import run_fixed_rate as _run_fixed_rate
 from ._loadgen import run_saturation as _run_saturation
+from ._report import standalone
 
 __all__ = ["bench_http", "print_results"]
 
@@ -319,15 +319,14 @@ def bench_http(quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.http_load", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter runs (under a minute)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    results = bench_http(args.quick)
-    print_results(results)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    return 0
+    return standalone(
+        "python -m benchmarks.http_load",
+        __doc__,
+        "shorter runs (under a minute)",
+        bench_http,
+        print_results,
+        argv,
+    )
 
 
 if __name__ == "__main__":

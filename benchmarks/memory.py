@@ -6,7 +6,6 @@ a fresh interpreter, so nothing freed by an earlier case is reused by a later on
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import random
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from flask_tenant_cache import DualCacheResolver, Tenant, TenantIdentifier, UnifiedCacheResolver
+
+from ._report import standalone
 
 __all__ = ["bench_memory"]
 
@@ -196,16 +197,14 @@ def print_memory(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one RSS run per case (< 30 s)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    result = bench_memory(args.quick)
-    print_memory(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return standalone(
+        "python -m benchmarks.memory",
+        __doc__,
+        "one RSS run per case (< 30 s)",
+        bench_memory,
+        print_memory,
+        argv,
+    )
 
 
 if __name__ == "__main__":
