@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -495,3 +497,42 @@ def test_a_bad_live_percentage_turns_the_percentage_off(
         assert decide(app) == ("v2", "config", None)  # no 500: back to TENANT_CACHE_USE_V2
     errors = [r for r in caplog.records if "TENANT_CACHE_V2_PERCENT" in r.getMessage()]
     assert len(errors) == 1  # logged once, not per request
+
+
+def _serving_child(app: Flask, conn: Any) -> None:
+    """A forked worker: report its decision, then how long the parent's override took."""
+    try:
+        conn.send(("ready", decide(app)))
+        conn.recv()  # the parent has set the override
+        started = time.monotonic()
+        wait_for(lambda: decide(app)[0] == "v1", timeout=1.0, what="the override in the child")
+        conn.send(("done", decide(app), time.monotonic() - started))
+    except BaseException as exc:  # report, never hang the parent
+        conn.send(("error", repr(exc), None))
+
+
+@pytest.mark.redis
+def test_the_kill_switch_reaches_another_process_within_a_second(
+    make_app: Any, shared_redis: Any
+) -> None:
+    app = make_app(shared_redis)  # init_app here, then a fork: a worker of gunicorn --preload
+    context = multiprocessing.get_context("fork")
+    parent_conn, child_conn = context.Pipe()
+    child = context.Process(target=_serving_child, args=(app, child_conn))
+    child.start()
+    try:
+        assert parent_conn.poll(20)
+        message = parent_conn.recv()
+        assert message == ("ready", ("v2", "config", None)), message
+        assert set_rollout(app, {"override": "v1"}).json == {"override": "v1", "scope": "cluster"}
+        parent_conn.send("set")
+        assert parent_conn.poll(20)
+        message = parent_conn.recv()
+        assert message[0] == "done", message
+        assert message[1] == ("v1", "override", None)
+        assert message[2] < 1.0
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
