@@ -23,9 +23,9 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from flask import Flask, jsonify
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from example_app.models import Base, db
+from example_app.models import Tenant as TenantRow
 from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, current_tenant
 from flask_tenant_cache.state import AppState
 
@@ -68,19 +68,6 @@ CONFIG_ENV = (
 )
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class TenantRow(Base):
-    __tablename__ = "tenants"
-    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
-    slug: Mapped[str] = mapped_column(sa.String(63), unique=True)
-    domain: Mapped[str | None] = mapped_column(sa.String(253), unique=True)
-    name: Mapped[str] = mapped_column(sa.String(200))
-    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-
-
 def queries_key(prefix: str) -> str:
     """The Redis hash where gunicorn workers count their queries, one field per pid."""
     return f"{prefix}:bench:queries"
@@ -99,7 +86,7 @@ def create_app(db_path: str | None = None, **config: Any) -> Flask:
         env["TENANT_CACHE_USE_V2"] = os.environ["BENCH_USE_V2"] != "0"
     app = Flask("bench_cluster")
     app.config.update({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}", **env, **config})
-    db = SQLAlchemy(app)
+    db.init_app(app)  # the example app's table: one tenant model in the project
     ext = TenantCache(app, loader=SQLAlchemyTenantLoader(db, TenantRow, active_column="active"))
     app.extensions["bench"] = {"db": db, "ext": ext}
 
