@@ -20,7 +20,6 @@ __all__ = [
     "Override",
     "Rollout",
     "Version",
-    "config_toggle",
     "parse_override",
     "rollout_bucket",
 ]
@@ -86,11 +85,6 @@ def _by_percentage(key: str, percent: float, reason: str) -> Decision:
     # ever moves tenants from v1 to v2.
     bucket = rollout_bucket(key)
     return Decision("v2" if bucket < percent * 100 else "v1", reason, bucket)
-
-
-def config_toggle(context: FlagContext) -> Version:
-    """``TENANT_CACHE_USE_V2``, read live: changing ``app.config`` acts on the next request."""
-    return "v2" if context.config["TENANT_CACHE_USE_V2"] else "v1"
 
 
 def parse_override(value: Any) -> Override | None:

@@ -20,7 +20,6 @@ from flask_tenant_cache.flags import (
     FlagContext,
     OpenFeatureProvider,
     Rollout,
-    config_toggle,
     parse_override,
     rollout_bucket,
 )
@@ -185,9 +184,6 @@ def test_config_toggle_is_the_default() -> None:
     rollout = Rollout()
     assert rollout.decide(ACME, None, config()) == Decision("v2", "config")
     assert rollout.decide(ACME, None, config(TENANT_CACHE_USE_V2=False)) == Decision("v1", "config")
-    context = FlagContext(ACME, None, config(TENANT_CACHE_USE_V2=False))
-    assert config_toggle(context) == "v1"
-    assert config_toggle(context._replace(config=config())) == "v2"
 
 
 def test_percentage_beats_the_toggle() -> None:
