@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import idna
+
 __all__ = [
     "MAX_HOST_LENGTH",
     "MAX_SLUG_LENGTH",
@@ -17,6 +19,7 @@ __all__ = [
     "InvalidIdentifier",
     "TenantIdentifier",
     "TenantIdentifierValidator",
+    "host_to_unicode",
     "normalize_host",
 ]
 
@@ -35,6 +38,12 @@ _LABEL_RE = _SLUG_RE
 _FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f/%\\]")
 #: Hosts that are never a tenant's, whatever the base domain.
 _NO_TENANT_LABELS = frozenset({"www"})
+#: The full stops UTS #46 reads as dots (ideographic, fullwidth, halfwidth ideographic).
+_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+#: Lowercases ASCII letters only: other letters are UTS #46's to map (it maps a capital sigma
+#: to the medial sigma everywhere, where ``str.lower()`` makes a final one final: another
+#: domain).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class InvalidIdentifier(ValueError):
@@ -127,12 +136,20 @@ def _validate_slug(value: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def normalize_host(value: str) -> str:
-    """Return the canonical form of a host name: lowercase, IDNA, no port, no trailing dot.
+    """Return the canonical form of a host name: lowercase ASCII (punycode), no port, no
+    trailing dot.
 
-    :raises InvalidIdentifier: for anything that is not an RFC 1123 host name.
+    Internationalised names are mapped and checked as browsers do (UTS #46 non-transitional
+    mapping, then IDNA 2008, with the ``idna`` package): ``straße.de`` and
+    ``xn--strae-oqa.de`` are one host, ``strasse.de`` another. The ideographic full stops
+    (U+3002, U+FF0E, U+FF61) are dots.
+
+    :raises InvalidIdentifier: for anything that is not an RFC 1123 host name after mapping.
     """
     _check_raw(value, "the host")
-    host = value.lower()
+    host = value.translate(_DOTS).translate(_ASCII_LOWER)
+    if ".." in host:
+        raise InvalidIdentifier("the host contains '..'")
     if host.startswith("["):
         raise InvalidIdentifier("an IP address names no tenant")
     name, sep, port = host.rpartition(":")
@@ -142,12 +159,13 @@ def normalize_host(value: str) -> str:
         host = name
     if host.endswith("."):
         host = host[:-1]
-    if not host.isascii():
+    # A punycode label is decoded and checked too: "xn--a" is no domain in any spelling.
+    if not host.isascii() or "xn--" in host:
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            host = idna.encode(host, uts46=True, std3_rules=True).decode("ascii")
+        except UnicodeError:  # idna.IDNAError is one
             raise InvalidIdentifier(
-                "the host is not a valid internationalised domain name"
+                "the host is not a valid internationalised domain name (IDNA 2008, UTS #46)"
             ) from None
     if not host or len(host) > MAX_HOST_LENGTH:
         raise InvalidIdentifier(f"a host is 1 to {MAX_HOST_LENGTH} characters")
@@ -157,6 +175,11 @@ def normalize_host(value: str) -> str:
                 "each label of a host holds letters, digits and inner hyphens, 1 to 63 characters"
             )
     return host
+
+
+def host_to_unicode(host: str) -> str:
+    """The Unicode spelling of a canonical host (``xn--strae-oqa.de`` -> ``straße.de``)."""
+    return idna.decode(host) if "xn--" in host else host
 
 
 def _is_port(port: str) -> bool:
@@ -197,12 +220,14 @@ class TenantIdentifierValidator:
     re-run the regular expressions; rejected input is never memoised.
 
     :param base_domains: domains whose direct subdomains name tenants by slug
-        (``acme.example.com`` is the tenant whose slug is ``acme``).
+        (``acme.example.com`` is the tenant whose slug is ``acme``); when several match a
+        host, the longest wins, whatever their order.
     """
 
     def __init__(self, base_domains: Iterable[str] = ()) -> None:
         self.base_domains: tuple[str, ...] = tuple(normalize_host(d) for d in base_domains)
-        self._suffixes = tuple("." + d for d in self.base_domains)
+        # Longest first: with example.com and eu.example.com, acme.eu.example.com is "acme".
+        self._suffixes = tuple(sorted(("." + d for d in self.base_domains), key=len, reverse=True))
         self.parse_header = functools.lru_cache(maxsize=4096)(self._parse_header)
         self.parse_host = functools.lru_cache(maxsize=4096)(self._parse_host)
 
@@ -215,7 +240,7 @@ class TenantIdentifierValidator:
 
     def _parse_header(self, value: str) -> TenantIdentifier:
         _check_raw(value, "the tenant identifier")
-        if "." in value:
+        if "." in value.translate(_DOTS):
             ident = self._parse_host(value)
             if ident is None:
                 raise InvalidIdentifier("this host names no tenant")
