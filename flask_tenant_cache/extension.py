@@ -15,7 +15,7 @@ from .config import load_settings
 from .errors import AdminAuthRequired, AdminForbidden
 from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_tenant_or_none, make_hook
-from .identifiers import TenantIdentifier, TenantIdentifierValidator
+from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
 from .resolvers.base import Resolver
 from .state import AppState
@@ -130,10 +130,11 @@ class TenantCache:
 
     # -- operations (the admin routes and the CLI call these) ---------------------------------
 
-    def invalidate(self, identifier: str | uuid.UUID | TenantIdentifier) -> int:
+    def invalidate(self, identifier: str | uuid.UUID | int | TenantIdentifier) -> int:
         """Drop every cached alias of the tenant ``identifier`` names, in every resolver.
 
-        :param identifier: a UUID, a slug or a host, detected automatically.
+        :param identifier: a UUID or an integer id, or a string read as the header is (a UUID,
+            a slug or a host); a string primary key goes in ``TenantIdentifier.id(key)``.
         :returns: how many cache entries were dropped.
         :raises InvalidIdentifier: if ``identifier`` is malformed.
         """
@@ -160,12 +161,19 @@ class TenantCache:
         """Each resolver's counters under its version, and the Redis layer's under ``"redis"``."""
         return _state().stats()
 
-    def parse_identifier(self, identifier: str | uuid.UUID | TenantIdentifier) -> TenantIdentifier:
-        """Validate and normalise a UUID, slug or host as the current app's config reads it."""
+    def parse_identifier(
+        self, identifier: str | uuid.UUID | int | TenantIdentifier
+    ) -> TenantIdentifier:
+        """Validate and normalise an identifier as the current app's config reads it.
+
+        A UUID or an int is a tenant id; a string is read as the header reads it.
+        """
         if isinstance(identifier, TenantIdentifier):
             return identifier
-        if isinstance(identifier, uuid.UUID):
-            return TenantIdentifier.uuid(identifier)
+        if isinstance(identifier, uuid.UUID | int) and not isinstance(identifier, bool):
+            return TenantIdentifier.id(identifier)
+        if not isinstance(identifier, str):
+            raise InvalidIdentifier(f"not a tenant identifier: {identifier!r}")
         return _state().validator.parse(identifier)
 
     def set_rollout(self, value: str | float | None) -> dict[str, Any]:

@@ -17,13 +17,17 @@ __all__ = [
     "MAX_SLUG_LENGTH",
     "IdentifierKind",
     "InvalidIdentifier",
+    "TenantId",
     "TenantIdentifier",
     "TenantIdentifierValidator",
     "host_to_unicode",
     "normalize_host",
 ]
 
-IdentifierKind = Literal["uuid", "slug", "host"]
+IdentifierKind = Literal["uuid", "slug", "host", "id"]
+
+#: The types a tenant's primary key may have.
+TenantId = uuid.UUID | int | str
 
 MAX_SLUG_LENGTH = 63
 MAX_HOST_LENGTH = 253
@@ -54,9 +58,11 @@ class InvalidIdentifier(ValueError):
 class TenantIdentifier:
     """A validated, normalised tenant identifier.
 
-    :param kind: ``"uuid"``, ``"slug"`` or ``"host"`` (a custom domain).
-    :param value: the canonical spelling: a hyphenated lowercase UUID, a lowercase slug, or a
-        lowercase ASCII (punycode) host without port or trailing dot.
+    :param kind: ``"uuid"``, ``"slug"``, ``"host"`` (a custom domain), or ``"id"``: a
+        primary key that is not a UUID (an integer or a string), which no header or Host
+        names (see :meth:`id`).
+    :param value: the canonical spelling: a hyphenated lowercase UUID, a lowercase slug, a
+        lowercase ASCII (punycode) host without port or trailing dot, or ``str(id)``.
     """
 
     kind: IdentifierKind
@@ -70,6 +76,28 @@ class TenantIdentifier:
     def uuid(cls, value: uuid.UUID | str) -> TenantIdentifier:
         """The identifier of a tenant's id."""
         return cls("uuid", str(value if isinstance(value, uuid.UUID) else uuid.UUID(value)))
+
+    @classmethod
+    def id(cls, value: TenantId) -> TenantIdentifier:
+        """The identifier of a tenant's primary key, whatever its type.
+
+        A UUID gives a ``"uuid"`` identifier (the header's); an integer or a string gives an
+        ``"id"`` identifier, which only code reaches (``invalidate(row.id)``): a header value
+        is never read as one, so ``X-Tenant-ID: 42`` is the slug ``42``, not the row 42.
+
+        :raises InvalidIdentifier: for an empty or overlong string, or one with whitespace or
+            control characters.
+        """
+        if isinstance(value, uuid.UUID):
+            return cls("uuid", str(value))
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidIdentifier(f"a tenant id is a UUID, an int or a str, not {value!r}")
+        text = str(value)
+        _check_raw(text, "the tenant id")
+        if isinstance(value, str) and _UUID_RE.fullmatch(text.lower()):
+            # A string key that spells a UUID is one the header names.
+            return cls("uuid", str(uuid.UUID(text)))
+        return cls("id", text)
 
     @classmethod
     def slug(cls, value: str) -> TenantIdentifier:
@@ -97,6 +125,8 @@ class TenantIdentifier:
             return cls.slug(value)
         if kind == "host":
             return cls.host(value)
+        if kind == "id":
+            return cls.id(value)
         raise InvalidIdentifier(f"not a tenant cache key: {key[:80]!r}")
 
 

@@ -104,7 +104,7 @@ class AppState:
             return self.flush_local()
         try:
             idents = [TenantIdentifier.from_cache_key(key)]
-            idents += [TenantIdentifier.uuid(i) for i in ids]
+            idents += [TenantIdentifier.id(i) for i in ids]
         except (InvalidIdentifier, ValueError):
             logger.warning("tenant cache: invalidation of a malformed key ignored: %r", key[:80])
             return 0
