@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from flask import current_app, has_app_context
 from werkzeug import exceptions
 from werkzeug.exceptions import (
     BadRequest,
@@ -22,11 +23,18 @@ class _JSONError(HTTPException):
     error_code = "tenant_error"
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        return json.dumps({"error": self.error_code, "message": self.description})
+        body = {"error": self.error_code, "message": self.description}
+        # The app's JSON provider, so these look like the app's other JSON answers.
+        if has_app_context():
+            return current_app.json.dumps(body)
+        return json.dumps(body)
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         headers = [(k, v) for k, v in super().get_headers(environ, scope) if k != "Content-Type"]
-        return [*headers, ("Content-Type", "application/json")]
+        mimetype = "application/json"
+        if has_app_context():
+            mimetype = getattr(current_app.json, "mimetype", mimetype)
+        return [*headers, ("Content-Type", mimetype)]
 
 
 class InvalidTenantIdentifier(_JSONError, BadRequest):

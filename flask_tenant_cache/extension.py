@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, current_app, request
 from werkzeug.local import LocalProxy
 
 from .config import load_settings
-from .errors import AdminAuthRequired, AdminForbidden
+from .errors import AdminAuthRequired, AdminForbidden, MissingTenantIdentifier
 from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_tenant_or_none, make_hook
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
@@ -21,7 +21,13 @@ from .resolvers.base import Resolver
 from .state import AppState
 from .tenant import Tenant
 
-__all__ = ["TenantCache", "current_resolver_version", "current_rollout_decision", "current_tenant"]
+__all__ = [
+    "TenantCache",
+    "current_resolver_version",
+    "current_rollout_decision",
+    "current_tenant",
+    "require_tenant",
+]
 
 logger = logging.getLogger("flask_tenant_cache")
 
@@ -33,8 +39,29 @@ V = TypeVar("V")
 AdminAuthorizer = Callable[[], bool]
 
 
-#: The tenant of the current request, or None (no tenant required, or an exempt view).
-current_tenant: Tenant = LocalProxy(current_tenant_or_none)  # type: ignore[assignment]
+#: The tenant of the current request, or None (an exempt view, or no tenant named while
+#: ``TENANT_CACHE_REQUIRED`` is false). Test it with ``if current_tenant:``, never with
+#: ``is None`` (a proxy is never None), or call :func:`require_tenant`.
+current_tenant: Tenant | None = LocalProxy(current_tenant_or_none)  # type: ignore[assignment]
+
+
+def require_tenant() -> Tenant:
+    """The current request's tenant, resolving it now in an exempt view.
+
+    :raises InvalidTenantIdentifier: (400) if the identifier is malformed.
+    :raises MissingTenantIdentifier: (400) if the request names no tenant.
+    :raises TenantNotFound: (404) if no active tenant answers to it.
+    :raises TenantLookupError: (503) if the loader failed.
+    """
+    tenant = current_tenant_or_none()
+    if tenant is not None:
+        return tenant
+    state = _state()
+    state.hook(exempt_too=True)
+    tenant = current_tenant_or_none()
+    if tenant is None:
+        raise MissingTenantIdentifier(state.missing_message)
+    return tenant
 
 
 def current_resolver_version() -> str | None:
@@ -66,7 +93,7 @@ class TenantCache:
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
-        self._exempt_blueprints: set[str] = set()
+        self._exempt_blueprints: list[Blueprint] = []
         self._admin_authorizer: AdminAuthorizer | None = None
         if app is not None:
             self.init_app(app)
@@ -95,10 +122,13 @@ class TenantCache:
             settings=settings,
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
-            rollout=Rollout(flag_provider or self.flag_provider),
+            # Read on each decision: a handler registered after init_app still counts.
+            rollout=Rollout(flag_provider, source=lambda: self.flag_provider),
         )
         app.extensions[EXTENSION_KEY] = state
-        app.before_request(make_hook(state))
+        state.hook = make_hook(state)
+        app.before_request(state.hook)
+        app.context_processor(_template_context)
 
         from .cli import tenant_cache_cli
         from .views import blueprint
@@ -109,16 +139,22 @@ class TenantCache:
     # -- user hooks ---------------------------------------------------------------------------
 
     def exempt(self, view: V) -> V:
-        """Mark a view function, or a whole blueprint, as needing no tenant."""
+        """Mark a view function, or a whole blueprint, as needing no tenant.
+
+        A blueprint is exempt wherever it is registered, with the blueprints nested in it;
+        another blueprint with the same name is not.
+        """
         if isinstance(view, Blueprint):
-            self._exempt_blueprints.add(view.name)
+            self._exempt_blueprints.append(view)
         else:
             setattr(view, _EXEMPT_ATTR, True)
         return view
 
     def flag_provider_handler(self, func: FlagProvider) -> FlagProvider:
         """Register the flag provider (a decorator): given a :class:`~.flags.FlagContext`, it
-        answers ``"v1"`` or ``"v2"`` for the request. Register it before ``init_app``.
+        answers ``"v1"`` or ``"v2"`` for the request. It is read on each decision, so it may
+        be registered before or after ``init_app``; a ``flag_provider`` given to ``init_app``
+        takes precedence over it.
         """
         self.flag_provider = func
         return func
@@ -237,12 +273,34 @@ class TenantCache:
         raise AdminAuthRequired("send 'Authorization: Bearer <TENANT_CACHE_ADMIN_TOKEN>'")
 
     def _is_exempt(self, state: AppState, endpoint: str) -> bool:
-        blueprint, _, _ = endpoint.rpartition(".")
-        parts = blueprint.split(".") if blueprint else []
-        if endpoint == "static" or BLUEPRINT_NAME in parts or self._exempt_blueprints & set(parts):
+        """Whether ``endpoint`` needs no tenant: a static file (the app's or a blueprint's),
+        the admin blueprint, or an exempt view or blueprint (matched by object, through its
+        full dotted name, so a namesake elsewhere is not exempt).
+        """
+        from .views import blueprint as admin_blueprint
+
+        app = state.app
+        view = app.view_functions.get(endpoint)
+        if endpoint == "static" or _is_blueprint_static(view):
             return True
-        view = state.app.view_functions.get(endpoint)
+        exempt = [admin_blueprint, *self._exempt_blueprints]
+        name = ""
+        for part in endpoint.split(".")[:-1]:
+            name = f"{name}.{part}" if name else part
+            registered = app.blueprints.get(name)
+            if any(registered is bp for bp in exempt):
+                return True
         return bool(getattr(view, _EXEMPT_ATTR, False))
+
+
+def _is_blueprint_static(view: Any) -> bool:
+    # A blueprint's static route is its bound send_static_file, whatever the endpoint's name.
+    owner = getattr(view, "__self__", None)
+    return isinstance(owner, Blueprint) and getattr(view, "__name__", "") == "send_static_file"
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_tenant": current_tenant}
 
 
 def _state() -> AppState:

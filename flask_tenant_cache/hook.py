@@ -38,8 +38,12 @@ def current_decision() -> Decision | None:
     return decision
 
 
-def make_hook(state: AppState) -> Callable[[], None]:
-    """The before_request hook for one app, with its state bound (no lookup per request)."""
+def make_hook(state: AppState) -> Callable[..., None]:
+    """The before_request hook for one app, with its state bound (no lookup per request).
+
+    With ``exempt_too=True`` it resolves an exempt request as well, for
+    :func:`~.extension.require_tenant`.
+    """
     settings = state.settings
     header_key = settings.header_environ_key
     parse_header = state.validator.parse_header
@@ -52,27 +56,37 @@ def make_hook(state: AppState) -> Callable[[], None]:
     shadow = state.shadow
     resolved = signals.tenant_resolved
     bus = state.redis
-    missing = f"no tenant: send the {settings.header} header or use a tenant's host"
+    missing = state.missing_message = (
+        f"no tenant: send the {settings.header} header or use a tenant's host"
+    )
+    preflight_exempt = settings.exempt_preflight
 
     def sampled() -> bool:
         rate = live_percent(config, "TENANT_CACHE_SHADOW_PERCENT")
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
-    def resolve_tenant() -> None:
+    def resolve_tenant(exempt_too: bool = False) -> None:
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx_g = g._get_current_object()
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
-        endpoint = req.endpoint
-        if endpoint is None:
-            return  # no route matched: the 404 needs no tenant
-        skip = exempt.get(endpoint)
-        if skip is None:
-            skip = exempt[endpoint] = is_exempt(state, endpoint)
-        if skip:
-            return
         environ = req.environ
+        if not exempt_too:
+            endpoint = req.endpoint
+            if endpoint is None:
+                return  # no route matched: the 404 needs no tenant
+            skip = exempt.get(endpoint)
+            if skip is None:
+                skip = exempt[endpoint] = is_exempt(state, endpoint)
+            # A CORS preflight cannot carry the tenant header (the browser sends none of the
+            # request's own headers), so it would always fail.
+            if skip or (
+                preflight_exempt
+                and req.method == "OPTIONS"
+                and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+            ):
+                return
         raw = environ.get(header_key)
         try:
             if raw is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,10 @@ class AppState:
     shadow: ShadowComparer | None = None
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
+    #: The request's resolution (:func:`~.hook.make_hook`), set by ``init_app``.
+    hook: Callable[..., None] = field(default=lambda *a, **k: None)
+    #: The 400 message of a request that names no tenant.
+    missing_message: str = ""
 
     def __post_init__(self) -> None:
         s = self.settings
