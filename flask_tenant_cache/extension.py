@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -82,6 +83,8 @@ class TenantCache:
     :param loader: reads a tenant on a cache miss, e.g. :class:`~.SQLAlchemyTenantLoader`.
     :param flag_provider: picks ``"v1"`` or ``"v2"`` per request; by default
         ``TENANT_CACHE_USE_V2``, read live.
+    :param timer: the clock of the caches' TTL and idle timeout (seconds, monotonic); tests
+        pass a :class:`~flask_tenant_cache.testing.FakeClock` to move time by hand.
     """
 
     def __init__(
@@ -90,9 +93,11 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
+        self.timer = timer
         self._exempt_blueprints: list[Blueprint] = []
         self._admin_authorizer: AdminAuthorizer | None = None
         if app is not None:
@@ -104,8 +109,12 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        timer: Callable[[], float] | None = None,
     ) -> None:
         """Validate the config, build the resolvers and register the hook, blueprint and CLI.
+
+        ``loader``, ``flag_provider`` and ``timer`` override, for this app, what the
+        constructor was given.
 
         :raises RuntimeError: if ``app`` already has this extension.
         :raises ValueError: naming the first invalid ``TENANT_CACHE_*`` key.
@@ -124,6 +133,7 @@ class TenantCache:
             loader=loader,
             # Read on each decision: a handler registered after init_app still counts.
             rollout=Rollout(flag_provider, source=lambda: self.flag_provider),
+            timer=timer or self.timer,
         )
         app.extensions[EXTENSION_KEY] = state
         state.hook = make_hook(state)

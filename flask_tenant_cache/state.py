@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ class AppState:
     validator: TenantIdentifierValidator
     loader: TenantLoader
     rollout: Rollout
+    #: The clock of the resolvers' TTL and idle timeout.
+    timer: Callable[[], float] = time.monotonic
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     redis: RedisLayer | None = None
     shadow: ShadowComparer | None = None
@@ -56,6 +59,7 @@ class AppState:
             "load_timeout": s.load_timeout,
             "stale_if_error": s.stale_if_error,
             "max_negative_entries": s.negative_max_entries,
+            "timer": self.timer,
         }
         if s.redis_url is not None:
             from .redis_layer import RedisLayer
