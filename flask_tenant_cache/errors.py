@@ -23,18 +23,20 @@ class _JSONError(HTTPException):
     error_code = "tenant_error"
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        body = {"error": self.error_code, "message": self.description}
-        # The app's JSON provider, so these look like the app's other JSON answers.
-        if has_app_context():
-            return current_app.json.dumps(body)
-        return json.dumps(body)
+        return self._rendered()[0]
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         headers = [(k, v) for k, v in super().get_headers(environ, scope) if k != "Content-Type"]
-        mimetype = "application/json"
-        if has_app_context():
-            mimetype = getattr(current_app.json, "mimetype", mimetype)
-        return [*headers, ("Content-Type", mimetype)]
+        return [*headers, ("Content-Type", self._rendered()[1])]
+
+    def _rendered(self) -> tuple[str, str]:
+        """The body and its media type, made by the app's JSON provider when there is an app,
+        so these look like the app's other JSON answers (compactness, key order, type)."""
+        body = {"error": self.error_code, "message": self.description}
+        if not has_app_context():
+            return json.dumps(body), "application/json"
+        response = current_app.json.response(body)
+        return response.get_data(as_text=True), response.mimetype or "application/json"
 
 
 class InvalidTenantIdentifier(_JSONError, BadRequest):
