@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from flask import current_app, has_app_context
+from flask import Response, current_app, has_app_context
 from werkzeug import exceptions
 from werkzeug.exceptions import (
     BadRequest,
@@ -35,7 +35,7 @@ class _JSONError(HTTPException):
         body = {"error": self.error_code, "message": self.description}
         if not has_app_context():
             return json.dumps(body), "application/json"
-        response = current_app.json.response(body)
+        response = cast(Response, current_app.json.response(body))
         return response.get_data(as_text=True), response.mimetype or "application/json"
 
 
