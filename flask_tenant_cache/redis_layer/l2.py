@@ -102,6 +102,20 @@ return 1
 """
 
 
+def _tenant(data: Any) -> Tenant:
+    """The tenant of an entry, its every field checked: raises on anything unexpected."""
+    tenant = data["tenant"]
+    fields = ("id", "slug", "name")
+    if not all(isinstance(tenant.get(f, ""), str) for f in fields):
+        raise TypeError("a text field is not text")
+    domains, extra = tenant.get("domains", []), tenant.get("extra", {})
+    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+        raise TypeError("domains")
+    if not isinstance(tenant.get("is_active", True), bool) or not isinstance(extra, dict):
+        raise TypeError("is_active or extra")
+    return Tenant.from_dict(tenant)
+
+
 def _tenant_id(raw: Any) -> str | None:
     try:
         return str(uuid.UUID(raw.decode())) if raw else None
@@ -135,7 +149,10 @@ class RedisL2:
         self._lock = threading.Lock()
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
-        self.counters = {"claims": 0, "waiting": 0, "remote_waits": 0, "remote_hits": 0}
+        #: Entries that could not be read (each a miss the loader answered).
+        self.counters = dict.fromkeys(
+            ("claims", "waiting", "remote_waits", "remote_hits", "unreadable_entries"), 0
+        )
 
     def _scripts(self) -> Any:
         client = self.conn.client
@@ -204,10 +221,12 @@ class RedisL2:
     def _read(self, ident: TenantIdentifier, raw: bytes) -> tuple[bool, Tenant | None]:
         try:
             data = json.loads(raw)
-            if data.get("v") != ENTRY_VERSION:
-                return False, None
-            return True, Tenant.from_dict(data["tenant"])
-        except (ValueError, KeyError, TypeError):
+            if isinstance(data, dict) and data.get("v") != ENTRY_VERSION:
+                return False, None  # another format (a rolling deploy): skipped, not misread
+            return True, _tenant(data)
+        except Exception:
+            with self._lock:
+                self.counters["unreadable_entries"] += 1
             logger.warning("tenant cache: unreadable L2 entry for %s skipped", ident.cache_key)
             return False, None
 
