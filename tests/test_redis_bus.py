@@ -10,15 +10,17 @@ import pytest
 from conftest import ACME_ID, update_tenant_in
 from flask import Flask
 from redis_support import (
+    PrivateRedis,
     listening,
     private_redis,
     redis_apps,
     shared_redis,
+    start_redis,
     stats,
     wait_for,
 )
 
-__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
+__all__ = ["private_redis", "redis_apps", "shared_redis", "start_redis"]  # fixtures
 
 pytestmark = pytest.mark.redis
 
@@ -130,3 +132,36 @@ def test_messages_are_json_with_the_sender(shared_redis: dict[str, Any]) -> None
     good = {"o": "node", "k": "slug:acme", "ids": [str(ACME_ID)]}
     assert decode(json.dumps(good).encode()) == good
     assert all(decode(data) is None for data in UNREADABLE)
+
+
+def test_a_worker_that_served_no_tenant_delivers_its_queue_when_redis_returns(
+    redis_apps: Callable[..., Flask], private_redis: PrivateRedis
+) -> None:
+    admin, peer = redis_apps(private_redis.config), redis_apps(private_redis.config)
+    listening(peer)
+    assert name_of(peer) == "Acme Corp"
+    private_redis.kill()
+    rename_and_invalidate(admin, "Acme Renamed", peer)  # an admin-only worker: no request
+    assert bus_stats(admin)["pending"] == 1
+    private_redis.start()
+    wait_for(lambda: bus_stats(admin)["pending"] == 0, what="the queue to be sent")
+    assert bus_stats(admin)["pending_sent"] == 1
+    wait_for(lambda: name_of(peer) == "Acme Renamed", what="the peer to drop acme")
+
+
+def test_while_an_invalidation_is_queued_l2_is_not_read_and_sending_applies_it_again(
+    redis_apps: Callable[..., Flask], start_redis: Callable[..., PrivateRedis]
+) -> None:
+    server = start_redis("--appendonly", "yes", "--appendfsync", "always")
+    app, peer = redis_apps(server.config), redis_apps(server.config)
+    assert name_of(peer) == "Acme Corp"  # the old row is in L2, and in the AOF
+    server.kill()
+    update_tenant_in(app, ACME_ID, name="Acme Renamed")
+    with app.app_context():
+        app.extensions["test"]["ext"].invalidate("acme")  # queued; L1 dropped
+    server.start()  # from its AOF: the old entry is back
+    wait_for(lambda: layer(app).conn.available(), what="the breaker to close")
+    assert name_of(app) == "Acme Renamed"  # not the old entry read back from L2
+    wait_for(lambda: bus_stats(app)["pending"] == 0, what="the queue to be sent")
+    assert name_of(app) == "Acme Renamed"
+    assert stats(app)["v2"]["l2"]["l2_hits"] == 0

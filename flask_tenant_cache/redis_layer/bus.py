@@ -88,6 +88,8 @@ class InvalidationBus:
         self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
         self._pending_overflow = False
+        self._overflows = 0
+        self._send_lock = threading.Lock()
         self._logged_dropped = False
         self.counters = dict.fromkeys(
             (
@@ -124,6 +126,9 @@ class InvalidationBus:
         key = None if ident is None else ident.cache_key
         if self._pending and self.conn.available():
             self._send_pending()  # older ones first, whoever comes next
+        if self._pending:
+            self._queue(key)  # behind the older ones, in order
+            return []
         try:
             ids = self._send(key)
         except ERRORS as exc:
@@ -152,30 +157,47 @@ class InvalidationBus:
         with self._lock:
             if len(self._pending) == self._pending.maxlen:
                 self._pending_overflow = True
+                self._overflows += 1
             self._pending.append(key)
+        # Delivered when Redis answers again, whatever this process serves meanwhile: the
+        # subscriber reconnects on its own and sends the queue first.
+        self.start()
 
     def _send_pending(self) -> None:
-        with self._lock:
-            if self._pending_overflow:
-                batch: list[str | None] = [None]
-            else:
-                batch = list(dict.fromkeys(self._pending))
-            self._pending.clear()
-            self._pending_overflow = False
-        for index, key in enumerate(batch):
-            try:
-                self._send(key)
-            except ERRORS as exc:
-                self.conn.failed("queued invalidation", exc)
-                for rest in batch[index:]:
-                    self._queue(rest)
-                return
+        """Send the queue, oldest first; each stays queued (so L2 stays unread) until sent."""
+        if not self._send_lock.acquire(blocking=False):
+            return  # another thread is sending it
+        try:
             with self._lock:
-                self.counters["pending_sent"] += 1
+                overflows, count = self._overflows, len(self._pending)
+                batch = [None] if self._pending_overflow else list(dict.fromkeys(self._pending))
+            for key in batch:
+                try:
+                    ids = self._send(key)
+                except ERRORS as exc:
+                    self.conn.failed("queued invalidation", exc)
+                    return  # all of it stays queued: sending one twice is harmless
+                with self._lock:
+                    self.counters["pending_sent"] += 1
+                # Whatever this process read from Redis since it was queued is dropped again.
+                self._apply_locally(key, ids)
+            with self._lock:
+                if overflows == self._overflows:  # else some that came since were lost too
+                    self._pending_overflow = False
+                    for _ in range(count):
+                        self._pending.popleft()
+        finally:
+            self._send_lock.release()
+
+    def _apply_locally(self, key: str | None, ids: list[str]) -> None:
+        if key is None:
+            self._on_resubscribe()
+        else:
+            self._on_invalidate(key, ids)
 
     @property
     def pending(self) -> int:
-        """Invalidations waiting for Redis to answer again."""
+        """Invalidations waiting for Redis to answer again (L2 is not read meanwhile)."""
         return len(self._pending)
 
     # -- the subscriber ---------------------------------------------------------------------

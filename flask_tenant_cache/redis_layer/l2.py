@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -146,6 +147,8 @@ class RedisL2:
         self.ttl = max(1, int(ttl))
         self.load_timeout = load_timeout if load_timeout is not None else 5.0
         self._scripts_client: Any = None
+        #: True while the L2 may hold what an unsent invalidation covers: it is not read then.
+        self.held: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
@@ -170,7 +173,7 @@ class RedisL2:
         ``(None, None, None)`` if Redis failed: the caller loads without the layer.
         """
         conn = self.conn
-        if not conn.available():
+        if not conn.available() or self.held():
             return None, None, None
         try:
             result = self._get(ident)

@@ -60,6 +60,7 @@ class RedisLayer:
             on_rollout=lambda value: self.rollout.received(value),
             max_pending=max_pending,
         )
+        self.l2.held = lambda: self.bus.pending > 0
         self.rollout = SharedOverride(
             self.conn, self.keys, publish=self.bus.publish, apply=on_rollout
         )
