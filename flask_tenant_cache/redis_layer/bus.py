@@ -41,7 +41,8 @@ def decode(data: Any) -> dict[str, Any] | None:
     if not isinstance(message, dict) or not isinstance(message.get("o"), str):
         return None
     if "rollout" in message:
-        return message
+        rv = message.get("rv")
+        return message if isinstance(rv, int) and not isinstance(rv, bool) else None
     key, ids = message.get("k"), message.get("ids")
     if (key is not None and not isinstance(key, str)) or not isinstance(ids, list):
         return None
@@ -63,7 +64,7 @@ class InvalidationBus:
     :param on_invalidate: applies a message from another process to this process's caches.
     :param on_resubscribe: flushes this process's caches.
     :param on_subscribed: runs after each (re)subscribe and flush (the rollout's resync).
-    :param on_rollout: applies a rollout override announced by another process.
+    :param on_rollout: applies a rollout override (and its version) another process stored.
     """
 
     def __init__(
@@ -75,7 +76,7 @@ class InvalidationBus:
         on_invalidate: InvalidationHandler,
         on_resubscribe: Callable[[], object],
         on_subscribed: Callable[[], object],
-        on_rollout: Callable[[Any], object],
+        on_rollout: Callable[[Any, int], object],
         max_pending: int = 1000,
     ) -> None:
         self.conn = conn
@@ -296,7 +297,7 @@ class InvalidationBus:
         if message["o"] == self.conn.node_id:
             return
         if "rollout" in message:
-            self._on_rollout(message["rollout"])
+            self._on_rollout(message["rollout"], message["rv"])
             return
         try:
             self._on_invalidate(message["k"], message["ids"])

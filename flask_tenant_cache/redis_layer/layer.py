@@ -57,7 +57,7 @@ class RedisLayer:
             on_invalidate=on_invalidate,
             on_resubscribe=on_resubscribe,
             on_subscribed=lambda: self.rollout.subscribed(),
-            on_rollout=lambda value: self.rollout.received(value),
+            on_rollout=lambda value, version: self.rollout.received(value, version),
             max_pending=max_pending,
         )
         self.l2.held = lambda: self.bus.pending > 0
@@ -109,4 +109,9 @@ class RedisLayer:
 
     def stats(self) -> dict[str, int]:
         """The bus's and the L2's counters, Redis errors, and the invalidations queued."""
-        return {**self.bus.stats(), **self.l2.stats(), "errors": self.conn.errors}
+        return {
+            **self.bus.stats(),
+            **self.l2.stats(),
+            "errors": self.conn.errors,
+            "rollout_superseded": self.rollout.superseded,
+        }
