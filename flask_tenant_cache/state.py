@@ -21,8 +21,9 @@ from .resolvers.v2 import UnifiedCacheResolver
 from .shadow import ShadowComparer
 
 if TYPE_CHECKING:
+    from flask_tenant_cache.redis_layer import RedisLayer
+
     from .extension import TenantCache
-    from .redis_layer import RedisLayer
 
 __all__ = ["AppState"]
 
@@ -62,7 +63,7 @@ class AppState:
             "timer": self.timer,
         }
         if s.redis_url is not None:
-            from .redis_layer import RedisLayer
+            from flask_tenant_cache.redis_layer import RedisLayer
 
             self.redis = RedisLayer(
                 s.redis_url,
