@@ -18,6 +18,7 @@ from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_tenant_or_none, make_hook
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
+from .metrics import WarmReport
 from .resolvers.base import Resolver
 from .state import AppState
 from .tenant import Tenant
@@ -192,16 +193,54 @@ class TenantCache:
         """Drop every entry of every resolver; return how many there were."""
         return _state().invalidate(None)
 
-    def warm(self) -> int:
-        """Load every tenant into every resolver; return the cache entries stored.
+    def warm(self) -> WarmReport:
+        """Load every tenant into every resolver of this process and, with Redis, into the L2
+        that every process reads on a miss.
+
+        A Redis failure does not fail the warm: the report says so (``shared_error``).
 
         :raises TypeError: if the loader cannot list tenants (no ``iter_tenants``).
         """
         state = _state()
-        if not isinstance(state.loader, WarmableTenantLoader):
+        loader = state.loader
+        if not isinstance(loader, WarmableTenantLoader):
             raise TypeError("this loader cannot list tenants (it has no iter_tenants())")
-        tenants = list(state.loader.iter_tenants())
-        return sum(r.warm(tenants) for r in state.resolvers.values())
+        l2, epoch, error = state.redis.l2 if state.redis else None, None, None
+        errors: tuple[type[Exception], ...] = ()
+        if l2 is None:
+            error = "TENANT_CACHE_REDIS_URL is not set"
+        else:
+            from .redis_layer.client import ERRORS as errors
+
+            try:
+                # Read before the tenants: a tenant invalidated meanwhile is not stored.
+                epoch = l2.epoch()
+            except errors as exc:
+                error = f"Redis is unreachable: {exc}"
+        rejected = getattr(loader, "rejected_rows", 0)
+        tenants = list(loader.iter_tenants())
+        rejected = getattr(loader, "rejected_rows", 0) - rejected
+        stored = {v: r.warm(tenants) for v, r in state.resolvers.items()}
+        shared = overtaken = 0
+        if l2 is not None and epoch is not None:
+            try:
+                for tenant in tenants:
+                    if l2.store(tenant, epoch):
+                        shared += 1
+                    else:
+                        overtaken += 1
+            except errors as exc:
+                error = f"Redis failed after {shared} tenants: {exc}"
+        stats = state.stats()
+        return WarmReport(
+            read=len(tenants),
+            rejected=rejected,
+            stored=stored,
+            resident={v: _found_entries(stats[v]) for v in state.resolvers},
+            shared=shared if error is None else None,
+            overtaken=overtaken,
+            shared_error=error,
+        )
 
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version, and the Redis layer's under ``"redis"``."""
@@ -307,6 +346,13 @@ def _is_blueprint_static(view: Any) -> bool:
     # A blueprint's static route is its bound send_static_file, whatever the endpoint's name.
     owner = getattr(view, "__self__", None)
     return isinstance(owner, Blueprint) and getattr(view, "__name__", "") == "send_static_file"
+
+
+def _found_entries(stats: dict[str, Any]) -> int:
+    """The cached found tenants' entries in a resolver's stats (v1 and v2 count them apart)."""
+    if "positive_entries" in stats:
+        return int(stats["positive_entries"])
+    return int(stats["entry_count"] - stats["negative_entries"])
 
 
 def _template_context() -> dict[str, Any]:

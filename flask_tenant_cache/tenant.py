@@ -57,7 +57,7 @@ class Tenant:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :meth:`from_dict` reads it back."""
         return {
-            "id": str(self.id) if isinstance(self.id, uuid.UUID) else self.id,
+            "id": str(self.id),
             "id_type": _id_type(self.id),
             "slug": self.slug,
             "name": self.name,

@@ -501,7 +501,8 @@ class TestRowsThatCannotBeTenants:
             model,
             {"id": LEGACY_ID, "slug": "legacy_slug", "domain": "legacy.test", "name": "Legacy"},
         )
-        assert ext.warm() > 0
+        assert ext.warm().read == 3
+        assert loader.inner.rejected_rows == 1
         client = backend.test_client()
         assert client.get("/whoami", headers={"X-Tenant-ID": "acme"}).status_code == 200
         assert loader.calls == []
