@@ -8,13 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import (
-    ACME_ID,
-    GLOBEX_ID,
-    INITECH_ID,
-    CountingLoader,
-    build_app,
-)
 from flask import Blueprint, Flask, jsonify
 
 from flask_tenant_cache import (
@@ -27,6 +20,7 @@ from flask_tenant_cache import (
     current_resolver_version,
     current_tenant,
 )
+from tests.helpers.app import ACME_ID, GLOBEX_ID, INITECH_ID, CountingLoader, build_app
 
 # -- helpers --------------------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import build_app
 from flask import Flask
+
+from tests.helpers.app import build_app
 
 SOAK_SECONDS = float(os.environ.get("TENANT_CACHE_SOAK_SECONDS", "4"))
 READERS = 6
