@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, SEED, CountingLoader, build_app, make_model
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
@@ -20,6 +19,7 @@ from flask_tenant_cache import (
     TenantCache,
     TenantIdentifier,
 )
+from tests.helpers.app import ACME_ID, SEED, CountingLoader, build_app, make_model
 
 
 class CountingSQLAlchemyLoader(SQLAlchemyTenantLoader):
@@ -37,7 +37,7 @@ class CountingSQLAlchemyLoader(SQLAlchemyTenantLoader):
 
 
 def build_auto_app(**config: Any) -> Flask:
-    """conftest's app with auto-invalidation on the real loader, which counts its calls."""
+    """``build_app``'s app with auto-invalidation on the real loader, which counts its calls."""
     config = {"TENANT_CACHE_AUTO_INVALIDATE": True, **config}
     return build_app(loader_factory=CountingSQLAlchemyLoader, **config)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ACME_ID, GLOBEX_ID
 from flask import Flask
 
 from flask_tenant_cache import Tenant, TenantCache, TenantIdentifier
+from tests.helpers.app import ACME_ID, GLOBEX_ID
 
 
 @pytest.fixture

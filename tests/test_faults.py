@@ -12,11 +12,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, CountingLoader, FakeTimer, build_app, need_service, update_tenant_in
 from flask import Flask
-from redis_support import PrivateRedis, listening, private_redis, redis_apps, stats, wait_for
 
-__all__ = ["private_redis", "redis_apps"]  # fixtures
+from tests.helpers.app import (
+    ACME_ID,
+    CountingLoader,
+    FakeTimer,
+    build_app,
+    need_service,
+    update_tenant_in,
+)
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 PG_URL = os.environ.get(
     "TENANT_CACHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -279,7 +285,7 @@ def test_a_real_postgresql_outage_is_served_stale_or_503(
 
 # -- Redis faults under steady traffic --------------------------------------------------------
 
-#: Tenants beyond the conftest seed, the same in every app, for lookups that miss L1.
+#: Tenants beyond the ``SEED`` rows, the same in every app, for lookups that miss L1.
 EXTRA = [(uuid.uuid5(ACME_ID, f"extra-{i}"), f"extra-{i:04d}") for i in range(1200)]
 TRAFFIC_EXTRA, PROBE_EXTRA = EXTRA[:800], EXTRA[800:]
 #: Cached tenants the traffic asks for (initech is left to the invalidation checks).

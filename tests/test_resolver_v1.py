@@ -7,22 +7,19 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, CountingLoader, FakeTimer, build_app
 from flask import Flask
-from test_resolvers import (
-    ACME,
-    GLOBEX,
-    MemoryLoader,
-    db,
-    open_when_all_wait,
-    resolver,
-    run_threads,
-    timer,
-    with_test_defaults,
-)
 
 from flask_tenant_cache import Tenant, TenantIdentifier, TenantLookupError, current_resolver_version
 from flask_tenant_cache.resolvers import DualCacheResolver
+from tests.helpers.app import ACME_ID, CountingLoader, FakeTimer, build_app
+from tests.helpers.resolvers import (
+    ACME,
+    GLOBEX,
+    MemoryLoader,
+    open_when_all_wait,
+    run_threads,
+    with_test_defaults,
+)
 
 by_slug = TenantIdentifier.slug
 by_host = TenantIdentifier.host
@@ -30,8 +27,6 @@ by_uuid = TenantIdentifier.uuid
 
 NEWCO = Tenant(id=uuid.UUID("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"), slug="newco", name="NewCo")
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
-
-__all__ = ["db", "resolver", "timer"]  # fixtures
 
 
 class TimedLoader:
@@ -60,7 +55,7 @@ def loader(db: MemoryLoader, timer: FakeTimer) -> TimedLoader:
 
 @pytest.fixture
 def make(loader: TimedLoader, timer: FakeTimer) -> Any:
-    """Only v1: the ``resolver`` fixture (from test_resolvers) is a ``DualCacheResolver``."""
+    """Only v1: the ``resolver`` fixture (from conftest) is a ``DualCacheResolver``."""
     return with_test_defaults(DualCacheResolver, loader, timer)
 
 

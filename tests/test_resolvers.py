@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, GLOBEX_ID, CountingLoader, FakeTimer
 
 from flask_tenant_cache import LoadTimeout, Tenant, TenantIdentifier, TenantLookupError
 from flask_tenant_cache.resolvers import DualCacheResolver, UnifiedCacheResolver
+from tests.helpers.app import ACME_ID, CountingLoader, FakeTimer
+from tests.helpers.resolvers import (
+    ACME,
+    MemoryLoader,
+    open_when_all_wait,
+    run_threads,
+    with_test_defaults,
+)
 
-ACME = Tenant(id=ACME_ID, slug="acme", name="Acme", domains=("acme.test",))
-GLOBEX = Tenant(id=GLOBEX_ID, slug="globex", name="Globex")
 INITECH = Tenant(id=uuid.UUID("7e57ab1e-0000-4000-8000-00000000000c"), slug="initech")
 
 by_slug = TenantIdentifier.slug
 by_host = TenantIdentifier.host
 by_uuid = TenantIdentifier.uuid
-
-
-class MemoryLoader:
-    """An in-memory tenant table: the real source of truth for these tests."""
-
-    def __init__(self, *tenants: Tenant) -> None:
-        self.tenants = {t.id: t for t in tenants}
-
-    def put(self, tenant: Tenant) -> None:
-        self.tenants[tenant.id] = tenant
-
-    def load(self, ident: TenantIdentifier) -> Tenant | None:
-        for tenant in self.tenants.values():
-            if ident.cache_key in tenant.alias_keys:
-                return tenant
-        return None
-
-    def iter_tenants(self) -> list[Tenant]:
-        return list(self.tenants.values())
 
 
 def make_v2(loader: Any, timer: FakeTimer, **options: Any) -> UnifiedCacheResolver:
@@ -55,82 +40,13 @@ RESOLVERS: dict[str, Callable[..., Any]] = {"v1": make_v1, "v2": make_v2}
 
 
 @pytest.fixture
-def timer() -> FakeTimer:
-    return FakeTimer()
-
-
-@pytest.fixture
-def db() -> MemoryLoader:
-    return MemoryLoader(ACME, GLOBEX)
-
-
-@pytest.fixture
 def loader(db: MemoryLoader) -> CountingLoader:
     return CountingLoader(db)
-
-
-def with_test_defaults(factory: Callable[..., Any], loader: Any, timer: FakeTimer) -> Any:
-    """``make(**options)``: ``factory(loader, timer=timer, **options)``, ttl 300 and negative 30."""
-
-    def make(**options: Any) -> Any:
-        options.setdefault("ttl", 300)
-        options.setdefault("negative_ttl", 30)
-        return factory(loader, timer=timer, **options)
-
-    return make
 
 
 @pytest.fixture(params=sorted(RESOLVERS))
 def make(request: pytest.FixtureRequest, loader: CountingLoader, timer: FakeTimer) -> Any:
     return with_test_defaults(RESOLVERS[request.param], loader, timer)
-
-
-@pytest.fixture
-def resolver(make: Any) -> Any:
-    return make()
-
-
-def run_threads(count: int, target: Callable[[], Any]) -> tuple[list[Any], list[BaseException]]:
-    """Run ``target`` in ``count`` threads released at once; return results and errors."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            value = target()
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-        else:
-            with lock:
-                results.append(value)
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert not any(t.is_alive() for t in threads)
-    return results, errors
-
-
-def open_when_all_wait(resolver: Any, loader: CountingLoader, waiters: int) -> threading.Thread:
-    """Hold the loader until ``waiters`` requests wait on its load, then let it finish."""
-    gate = loader.gate = threading.Event()
-
-    def open_gate() -> None:
-        deadline = time.monotonic() + 10
-        while resolver.stats().as_dict()["load"]["coalesced"] < waiters:
-            assert time.monotonic() < deadline, "the waiters never all joined the load"
-            time.sleep(0.001)
-        gate.set()
-
-    opener = threading.Thread(target=open_gate)
-    opener.start()
-    return opener
 
 
 class TestContract:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, ADMIN_TOKEN, GLOBEX_ID, INITECH_ID, SEED, CountingLoader, build_app
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -27,6 +26,15 @@ from flask_tenant_cache.identifiers import (
     InvalidIdentifier,
     TenantIdentifierValidator,
     normalize_host,
+)
+from tests.helpers.app import (
+    ACME_ID,
+    ADMIN_TOKEN,
+    GLOBEX_ID,
+    INITECH_ID,
+    SEED,
+    CountingLoader,
+    build_app,
 )
 
 PROPERTY = settings(

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, ADMIN_TOKEN, GLOBEX_ID, Recorder, build_app
 from flask import Flask
 
 from flask_tenant_cache import Tenant, TenantIdentifier, signals
+from tests.helpers.app import ACME_ID, ADMIN_TOKEN, GLOBEX_ID, Recorder, build_app
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, ADMIN_TOKEN, build_app
 from flask import Flask, request
+
+from tests.helpers.app import ACME_ID, ADMIN_TOKEN, build_app
 
 STATS = "/_tenant-cache/stats"
 INVALIDATE = "/_tenant-cache/invalidate"
