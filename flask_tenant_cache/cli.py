@@ -155,7 +155,7 @@ def warm_command() -> None:
     rejected = f" ({report.rejected} rows refused: see the warnings)" if report.rejected else ""
     click.echo(f"read {report.read} tenants from the loader{rejected}")
     resident = ", ".join(
-        f"{v}: {report.resident[v]} of {report.stored[v]} entries" for v in sorted(report.stored)
+        f"{v}: {report.resident[v]} of {report.read} tenants" for v in sorted(report.resident)
     )
     click.echo(f"this process's caches keep {resident}; they end with this command")
     if report.shared is None:

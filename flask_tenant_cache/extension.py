@@ -349,7 +349,7 @@ def _is_blueprint_static(view: Any) -> bool:
 
 
 def _found_entries(stats: dict[str, Any]) -> int:
-    """The cached found tenants' entries in a resolver's stats (v1 and v2 count them apart)."""
+    """The found tenants a resolver's stats count (v1 and v2 name them apart)."""
     if "positive_entries" in stats:
         return int(stats["positive_entries"])
     return int(stats["entry_count"] - stats["negative_entries"])

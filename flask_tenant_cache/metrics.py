@@ -114,10 +114,10 @@ class WarmReport:
     read: int
     #: Rows the loader refused as tenants during the warm (see ``rejected_rows``).
     rejected: int
-    #: Per resolver version, the entries stored in this process (one per alias).
+    #: Per resolver version, the keys stored in this process (one per alias).
     stored: dict[str, int]
-    #: Per resolver version, the live entries this process holds afterwards: fewer than
-    #: stored when the cache is smaller than the tenants (LRU eviction).
+    #: Per resolver version, the tenants this process holds afterwards: fewer than read when
+    #: the cache is smaller than the tenants (LRU eviction).
     resident: dict[str, int]
     #: Tenants stored in the Redis L2, which every process reads (None: not stored).
     shared: int | None = None

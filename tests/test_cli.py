@@ -9,22 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, GLOBEX_ID, update_tenant_in
 from flask import Flask
-from redis_support import (
-    PrivateRedis,
-    listening,
-    private_redis,
-    redis_apps,
-    shared_redis,
-    stats,
-    wait_for,
-)
 from werkzeug.serving import make_server
 
 from flask_tenant_cache import Tenant, TenantCache, TenantIdentifier
-
-__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.app import ACME_ID, GLOBEX_ID, update_tenant_in
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 
 @pytest.fixture
@@ -101,19 +91,19 @@ def test_warm_without_redis_reports_what_it_read_and_fails(app, loader):
     result = cli(app, "warm")
     assert result.exit_code == 1, result.output
     assert "read 3 tenants from the loader" in result.stdout
-    assert "this process's caches keep v1: 8 of 8 entries, v2: 8 of 8 entries" in result.stdout
+    assert "this process's caches keep v1: 3 of 3 tenants, v2: 3 of 3 tenants" in result.stdout
     assert "nothing reached the running servers: TENANT_CACHE_REDIS_URL is not set" in (
         result.stderr
     )
 
 
 def test_warm_reports_what_stays_resident_against_what_it_read():
-    from conftest import build_app
+    from tests.helpers.app import build_app
 
-    app = build_app(TENANT_CACHE_MAX_ENTRIES=5, TENANT_CACHE_V1_MAX_ENTRIES=4)
+    app = build_app(TENANT_CACHE_MAX_ENTRIES=2, TENANT_CACHE_V1_MAX_ENTRIES=1)
     result = cli(app, "warm")
     assert "read 3 tenants" in result.stdout
-    assert "v1: 4 of 8 entries, v2: 5 of 8 entries" in result.stdout
+    assert "v1: 1 of 3 tenants, v2: 2 of 3 tenants" in result.stdout
 
 
 def test_stats_says_whose_counters_it_shows(app):

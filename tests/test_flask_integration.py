@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, build_app
 from flask import Blueprint, Flask, jsonify, render_template_string
 from flask.json.provider import DefaultJSONProvider
 
@@ -19,6 +18,7 @@ from flask_tenant_cache import (
     current_tenant,
     require_tenant,
 )
+from tests.helpers.app import ADMIN_TOKEN, build_app
 
 
 def tid(value: str) -> dict[str, str]:
