@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +58,9 @@ def _tenant(data: Any) -> Tenant:
 
 
 def _tenant_id(raw: Any) -> str | None:
+    # Any primary key a tenant may have (a UUID, an integer, a string), checked.
     try:
-        return str(uuid.UUID(raw.decode())) if raw else None
+        return TenantIdentifier.id(raw.decode()).value if raw else None
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -316,7 +316,8 @@ class RedisL2:
         :raises redis.RedisError: if Redis failed, or writes kept racing the deletion.
         """
         keys, client = self.keys, self.conn.client
-        known = _tenant_id(cache_key[5:].encode()) if cache_key.startswith("uuid:") else None
+        kind, _, value = cache_key.partition(":")
+        known = _tenant_id(value.encode()) if kind in ("uuid", "id") else None
         pointer = keys.pointer(cache_key)
         for _ in range(DROP_ATTEMPTS):
             raw = client.get(pointer)
