@@ -20,6 +20,7 @@ __all__ = [
     "TenantId",
     "TenantIdentifier",
     "TenantIdentifierValidator",
+    "fold_ascii",
     "host_to_unicode",
     "normalize_host",
 ]
@@ -48,6 +49,12 @@ _DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
 #: to the medial sigma everywhere, where ``str.lower()`` makes a final one final: another
 #: domain).
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_ascii(text: str) -> str:
+    """``text`` with its ASCII letters lowercased and every other character kept, as SQL's
+    ``lower()`` does on every database."""
+    return text.translate(_ASCII_LOWER)
 
 
 class InvalidIdentifier(ValueError):
@@ -177,7 +184,7 @@ def normalize_host(value: str) -> str:
     :raises InvalidIdentifier: for anything that is not an RFC 1123 host name after mapping.
     """
     _check_raw(value, "the host")
-    host = value.translate(_DOTS).translate(_ASCII_LOWER)
+    host = fold_ascii(value.translate(_DOTS))
     if ".." in host:
         raise InvalidIdentifier("the host contains '..'")
     if host.startswith("["):

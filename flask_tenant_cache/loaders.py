@@ -10,14 +10,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
-from .identifiers import InvalidIdentifier, TenantIdentifier, host_to_unicode, normalize_host
+from .identifiers import (
+    InvalidIdentifier,
+    TenantIdentifier,
+    fold_ascii,
+    host_to_unicode,
+    normalize_host,
+)
 from .tenant import Tenant
 
 __all__ = ["SQLAlchemyTenantLoader", "TenantLoader", "WarmableTenantLoader"]
 
 logger = logging.getLogger("flask_tenant_cache")
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @runtime_checkable
@@ -51,7 +55,7 @@ def _matchable(stored: str) -> str | None:
         canonical = normalize_host(stored)
     except InvalidIdentifier:
         return None
-    folded = stored.translate(_ASCII_LOWER)
+    folded = fold_ascii(stored)
     return canonical if folded in (canonical, host_to_unicode(canonical)) else None
 
 
