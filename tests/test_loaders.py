@@ -396,6 +396,8 @@ class TestSQLAlchemyTenantLoader:
 
 HOOLI_ID = uuid.UUID("3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f")
 LEGACY_ID = uuid.UUID("4d5e6f7a-8b9c-4d0e-8f1a-2b3c4d5e6f7a")
+#: A row no header could name consistently (an underscore in its slug).
+LEGACY_ROW = {"id": LEGACY_ID, "slug": "legacy_slug", "domain": "legacy.test", "name": "Legacy"}
 
 
 def _insert(db: Any, model: Any, *rows: dict[str, Any]) -> None:
@@ -467,11 +469,7 @@ class TestRowsThatCannotBeTenants:
         model: Any,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        _insert(
-            db,
-            model,
-            {"id": LEGACY_ID, "slug": "legacy_slug", "domain": "legacy.test", "name": "Legacy"},
-        )
+        _insert(db, model, LEGACY_ROW)
         caplog.clear()
         tenants = list(sql_loader.iter_tenants())
         assert {t.id for t in tenants} == {ACME_ID, GLOBEX_ID, INITECH_ID}
@@ -483,11 +481,7 @@ class TestRowsThatCannotBeTenants:
     def test_its_lookups_are_not_found(
         self, sql_loader: SQLAlchemyTenantLoader, db: Any, model: Any
     ) -> None:
-        _insert(
-            db,
-            model,
-            {"id": LEGACY_ID, "slug": "legacy_slug", "domain": "legacy.test", "name": "Legacy"},
-        )
+        _insert(db, model, LEGACY_ROW)
         assert sql_loader.load(TenantIdentifier.uuid(LEGACY_ID)) is None
         assert sql_loader.load(TenantIdentifier.host("legacy.test")) is None
         assert sql_loader.rejected_rows == 2
@@ -496,11 +490,7 @@ class TestRowsThatCannotBeTenants:
     def test_through_the_app_a_cached_404_and_warm_serves_the_others(self, backend: Flask) -> None:
         db, model = backend.extensions["test"]["db"], backend.extensions["test"]["model"]
         loader, ext = backend.extensions["test"]["loader"], backend.extensions["test"]["ext"]
-        _insert(
-            db,
-            model,
-            {"id": LEGACY_ID, "slug": "legacy_slug", "domain": "legacy.test", "name": "Legacy"},
-        )
+        _insert(db, model, LEGACY_ROW)
         assert ext.warm().read == 3
         assert loader.inner.rejected_rows == 1
         client = backend.test_client()
