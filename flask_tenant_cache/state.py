@@ -149,6 +149,9 @@ class AppState:
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version; the Redis layer, rollout and shadow."""
         data: dict[str, Any] = {v: r.stats().as_dict() for v, r in self.resolvers.items()}
+        rejected = getattr(self.loader, "rejected_rows", None)
+        if isinstance(rejected, int):
+            data["loader"] = {"rejected_rows": rejected}
         rollout = data["rollout"] = self.rollout.stats(self.app.config)
         shadow: dict[str, Any] = self.shadow.stats() if self.shadow is not None else {}
         shadow_lookups = shadow.get("lookups", {})

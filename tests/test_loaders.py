@@ -503,6 +503,16 @@ class TestRowsThatCannotBeTenants:
         assert loader.calls == [TenantIdentifier.host("legacy.test")]
 
 
+def test_rejected_rows_are_in_the_stats() -> None:
+    app = build_app(loader_factory=SQLAlchemyTenantLoader)
+    with app.app_context():
+        test = app.extensions["test"]
+        _insert(test["db"], test["model"], LEGACY_ROW)
+        assert test["ext"].stats()["loader"] == {"rejected_rows": 0}
+        assert test["ext"].warm().rejected == 1
+        assert test["ext"].stats()["loader"] == {"rejected_rows": 1}
+
+
 # -- several domains per tenant -------------------------------------------------------------------
 
 
@@ -632,3 +642,43 @@ class TestPrimaryKeyTypes:
             _agree(loader)
         finally:
             metadata.drop_all(db.engine)
+
+
+@pytest.mark.postgres
+def test_postgresql_uses_an_index_on_lower_column() -> None:
+    """The documented expression indexes serve the loader's slug and domain queries."""
+    admin, schema, url = _create_pg_schema()
+    try:
+        app = build_app(database_uri=url)
+        with app.app_context():
+            db, model = app.extensions["test"]["db"], app.extensions["test"]["model"]
+            with db.engine.begin() as conn:
+                conn.execute(
+                    sa.text("CREATE UNIQUE INDEX tenants_slug_lower ON tenants (lower(slug))")
+                )
+                conn.execute(
+                    sa.text("CREATE UNIQUE INDEX tenants_domain_lower ON tenants (lower(domain))")
+                )
+            executed: list[tuple[str, Any]] = []
+
+            def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+                executed.append((statement, parameters))
+
+            sa.event.listen(db.engine, "before_cursor_execute", record)
+            loader = SQLAlchemyTenantLoader(db, model, active_column="active")
+            assert loader.load(TenantIdentifier.slug("acme")) is not None
+            assert loader.load(TenantIdentifier.host("portal.initech.example")) is not None
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plans = [
+                    "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params))
+                    for sql, params in executed
+                ]
+            db.engine.dispose()
+        assert "tenants_slug_lower" in plans[0], plans[0]
+        assert "tenants_domain_lower" in plans[1], plans[1]
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
