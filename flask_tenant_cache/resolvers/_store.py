@@ -21,7 +21,7 @@ _HAND_STEPS = 2
 #: How many tenants at the hand an eviction compares, evicting the least recently read: as
 #: exact as LRU for a store that small, and close to it beyond (the way Redis approximates
 #: LRU), without reordering anything on a hit.
-_SAMPLES = 5
+_SAMPLES = 8
 #: How many entries of a swapped-out table are released per write or stats call.
 _RELEASE_STEPS = 256
 
