@@ -239,11 +239,8 @@ class TenantStore:
 
     def put_found(
         self, key: str | None, tenant: Tenant, now: float, expires: float, stamp: float
-    ) -> int:
-        """Store ``tenant`` under all its aliases (and ``key``), replacing what they held.
-
-        :returns: how many keys it is stored under.
-        """
+    ) -> None:
+        """Store ``tenant`` under all its aliases (and ``key``), replacing what they held."""
         extra = None if key is None or key in tenant.alias_keys else key
         entry = Found(tenant, now, expires, stamp, extra)
         keys = entry.aliases()
@@ -264,7 +261,6 @@ class TenantStore:
         self._ring.append(entry)
         self._advance(now)
         self._evict_found(now)
-        return len(keys)
 
     def put_missing(self, key: str, now: float, expires: float) -> None:
         """Store a not-found answer for ``key``."""
