@@ -61,6 +61,7 @@ class RedisLayer:
             max_pending=max_pending,
         )
         self.l2.held = lambda: self.bus.pending > 0
+        self.l2.on_lost = self.bus.after_loss
         self.rollout = SharedOverride(
             self.conn, self.keys, publish=self.bus.publish, apply=on_rollout
         )
