@@ -94,11 +94,9 @@ class InvalidationBus:
         self._on_resubscribe = on_resubscribe
         self._on_subscribed = on_subscribed
         self._on_rollout = on_rollout
-        self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
         self._pending_overflow = False
         self._overflows = 0
-        self._send_lock = threading.Lock()
         self._publish_client: Any = None
         self._logged_dropped = False
         self.sequence = MessageSequence()
@@ -123,7 +121,14 @@ class InvalidationBus:
         conn.on_fork(self._reset)
 
     def _reset(self) -> None:
-        """No thread: at start, and in a child after a fork."""
+        """No thread and no lock shared with the parent: at start, and in a child after a fork.
+
+        The queue is kept: sending one of the parent's invalidations again is harmless.
+        """
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        #: Set once this process's subscriber subscribed and dropped what it may have missed.
+        self.synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.started = False
@@ -331,6 +336,7 @@ class InvalidationBus:
         self._on_subscribed()
         with self._lock:  # counted once in step: what was missed is dropped, the override read
             self.counters["resubscribes" if again else "subscribes"] += 1
+        self.synced.set()
 
     def _received(self, data: Any) -> None:
         message = decode(data)
