@@ -19,18 +19,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from redis_support import (
-    PrivateRedis,
-    free_port,
-    private_redis,
-    redis_apps,
-    stats,
-    wait_for,
-)
 
 from benchmarks._cluster_app import WARM, create_app, seed
-
-__all__ = ["private_redis", "redis_apps"]  # fixtures
+from tests.helpers.redis_server import PrivateRedis, free_port, stats, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -101,12 +92,12 @@ def preloaded(private_redis: PrivateRedis) -> Iterator[tuple[int, str, dict[str,
             **os.environ,
             **config,
             "BENCH_DB_PATH": db_path,
-            "PYTHONPATH": f"{ROOT}:{ROOT}/tests",
+            "PYTHONPATH": str(ROOT),
         }
         cmd = [
             *(sys.executable, "-m", "gunicorn", "--preload", "--workers", "3"),
             *("--bind", f"127.0.0.1:{port}", "--log-level", "warning"),
-            "preload_app:warmed_app()",
+            "tests.helpers.preload_app:warmed_app()",
         ]
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
