@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from werkzeug.local import LocalProxy
 
 from .config import load_settings
 from .errors import AdminAuthRequired, AdminForbidden
+from .figures import make_recorder
 from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_tenant_or_none, make_hook
 from .identifiers import TenantIdentifier, TenantIdentifierValidator
@@ -55,6 +57,8 @@ class TenantCache:
     :param loader: reads a tenant on a cache miss, e.g. :class:`~.SQLAlchemyTenantLoader`.
     :param flag_provider: picks ``"v1"`` or ``"v2"`` per request; by default
         ``TENANT_CACHE_USE_V2``, read live.
+    :param timer: the monotonic clock of the caches and the figures (tests move it).
+    :param clock: the wall clock of the rollout plan, shared by processes (tests move it).
     """
 
     def __init__(
@@ -63,9 +67,13 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
+        self.timer = timer
+        self.clock = clock
         self._exempt_blueprints: set[str] = set()
         self._admin_authorizer: AdminAuthorizer | None = None
         if app is not None:
@@ -96,9 +104,12 @@ class TenantCache:
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
             rollout=Rollout(flag_provider or self.flag_provider),
+            timer=self.timer,
+            clock=self.clock,
         )
         app.extensions[EXTENSION_KEY] = state
         app.before_request(make_hook(state))
+        app.after_request(make_recorder(state))
 
         from .cli import tenant_cache_cli
         from .views import blueprint
@@ -160,6 +171,10 @@ class TenantCache:
         """Each resolver's counters under its version, and the Redis layer's under ``"redis"``."""
         return _state().stats()
 
+    def histograms(self) -> dict[str, Any]:
+        """Since-start resolution and request time histograms per version (for Prometheus)."""
+        return _state().figures.histograms()
+
     def parse_identifier(self, identifier: str | uuid.UUID | TenantIdentifier) -> TenantIdentifier:
         """Validate and normalise a UUID, slug or host as the current app's config reads it."""
         if isinstance(identifier, TenantIdentifier):
@@ -194,7 +209,8 @@ class TenantCache:
         """
         from .prometheus import TenantCacheCollector
 
-        return TenantCacheCollector(_state().stats)
+        state = _state()
+        return TenantCacheCollector(state.stats, state.figures.histograms)
 
     def close(self) -> None:
         """Stop the current app's Redis subscriber thread and close its connections."""

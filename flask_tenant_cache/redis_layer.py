@@ -93,6 +93,10 @@ class RedisLayer:
         #: An override set while Redis was unreachable, as a 1-tuple (its value may be None).
         self._pending_rollout: tuple[Any] | None = None
         self.epoch_key = f"{prefix}:epoch"
+        # Decisions, not cache: a flush of everything leaves them (the plan, its records too).
+        self._kept_keys = {
+            f"{prefix}:{name}".encode() for name in ("epoch", "rollout", "plan", "mismatches")
+        }
         self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
         self._pending_overflow = False
@@ -198,7 +202,7 @@ class RedisLayer:
         self._client.incr(self.epoch_key)
         pipe = self._client.pipeline(transaction=False)
         for name in self._client.scan_iter(match=f"{self.prefix}:*", count=500):
-            if name not in (self.epoch_key.encode(), self._rollout_key.encode()):
+            if name not in self._kept_keys:
                 pipe.unlink(name)
         pipe.incr(self.epoch_key)
         pipe.execute()

@@ -36,7 +36,10 @@ def metrics() -> Response:
         from .prometheus import render
     except ImportError as exc:
         raise FeatureUnavailable(str(exc)) from None
-    return Response(render(_ext().stats), content_type="text/plain; version=0.0.4; charset=utf-8")
+    ext = _ext()
+    return Response(
+        render(ext.stats, ext.histograms), content_type="text/plain; version=0.0.4; charset=utf-8"
+    )
 
 
 @blueprint.post("/rollout")

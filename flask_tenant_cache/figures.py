@@ -1,0 +1,230 @@
+"""Per-version latency and error figures over a sliding window, cheap enough for every hit."""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from flask import Response, g
+
+if TYPE_CHECKING:
+    from .state import AppState
+
+__all__ = ["BOUNDS", "VERSIONS", "Figures", "make_recorder", "quantile"]
+
+#: The upper bounds of the histogram buckets, in seconds (a last bucket counts the rest):
+#: 1, 2.5 and 5 per decade from 1 µs to 10 s, so a cache hit and a slow load both resolve.
+BOUNDS: tuple[float, ...] = (
+    *(
+        round(mantissa * 10.0**exponent, 12)
+        for exponent in range(-6, 1)
+        for mantissa in (1, 2.5, 5)
+    ),
+    10.0,
+)
+
+VERSIONS = ("v1", "v2")
+
+_N = len(BOUNDS) + 1
+# One version's block in a slice: resolve buckets, request buckets, then these counters.
+_REQUESTS, _ERRORS, _UNAVAILABLE, _RESOLVE_SUM, _REQUEST_SUM = range(2 * _N, 2 * _N + 5)
+_BLOCK = 2 * _N + 5
+# After both versions' blocks, the slice's shadow counters (a comparison is of both versions).
+_COMPARED, _MISMATCHED = 2 * _BLOCK, 2 * _BLOCK + 1
+_WIDTH = 2 * _BLOCK + 2
+_OFFSET = {"v1": 0, "v2": _BLOCK}
+
+Timer = Callable[[], float]
+
+
+def quantile(q: float, buckets: Sequence[int]) -> float | None:
+    """The ``q`` quantile (0-1) of a histogram over :data:`BOUNDS`, None if it is empty.
+
+    Linear within the bucket it falls in, as Prometheus' ``histogram_quantile`` does; a value
+    in the last, unbounded bucket is reported as the largest bound.
+    """
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            if index == len(BOUNDS):
+                return BOUNDS[-1]
+            low = BOUNDS[index - 1] if index else 0.0
+            return low + (BOUNDS[index] - low) * (rank - seen) / count
+        seen += count
+    return BOUNDS[-1]
+
+
+class Figures:
+    """Resolution and request times, errors and 503s per version, and shadow outcomes.
+
+    Counted into fixed buckets in a ring of ``slices`` slices of ``slice_seconds`` each, so
+    the memory is fixed and a record is a few list increments under one uncontended lock.
+    A slice is folded into the since-start totals when the ring reuses it: the window reads
+    the live slices, the Prometheus histograms the totals plus every slice.
+
+    :param timer: a monotonic clock in seconds (injected so tests move time).
+    """
+
+    def __init__(self, *, timer: Timer, slice_seconds: float = 10.0, slices: int = 6) -> None:
+        self.timer = timer
+        self.slice_seconds = slice_seconds
+        self.slices = slices
+        self._ring = [[-1] + [0] * _WIDTH for _ in range(slices)]
+        self._totals = [0] * _WIDTH
+        self._lock = threading.Lock()
+
+    @property
+    def window_seconds(self) -> float:
+        """How far back :meth:`window` sees."""
+        return self.slice_seconds * self.slices
+
+    def _slot(self, now: float) -> list[Any]:
+        # Called with the lock held.
+        epoch = int(now // self.slice_seconds)
+        slot = self._ring[epoch % self.slices]
+        if slot[0] != epoch:
+            totals = self._totals
+            for index in range(_WIDTH):
+                totals[index] += slot[index + 1]
+                slot[index + 1] = 0
+            slot[0] = epoch
+        return slot
+
+    def record(
+        self, version: str, resolve: float, request: float, *, error: bool, status: int, now: float
+    ) -> None:
+        """Count one request that ``version`` resolved (``error``: its lookup failed)."""
+        base = _OFFSET[version] + 1
+        resolve_at = base + bisect_left(BOUNDS, resolve)
+        request_at = base + _N + bisect_left(BOUNDS, request)
+        with self._lock:
+            slot = self._slot(now)
+            slot[resolve_at] += 1
+            slot[request_at] += 1
+            slot[base + _REQUESTS] += 1
+            slot[base + _RESOLVE_SUM] += resolve
+            slot[base + _REQUEST_SUM] += request
+            if error:
+                slot[base + _ERRORS] += 1
+            if status == 503:
+                slot[base + _UNAVAILABLE] += 1
+
+    def record_shadow(self, *, mismatched: bool) -> None:
+        """Count one shadow comparison (ignored differences count as matches)."""
+        now = self.timer()
+        with self._lock:
+            slot = self._slot(now)
+            slot[_COMPARED + 1] += 1
+            if mismatched:
+                slot[_MISMATCHED + 1] += 1
+
+    def reset_window(self) -> None:
+        """Forget the window (kept in the totals): a guard that was cleared starts afresh."""
+        with self._lock:
+            for slot in self._ring:
+                for index in range(_WIDTH):
+                    self._totals[index] += slot[index + 1]
+                    slot[index + 1] = 0
+
+    def _window_sum(self) -> list[Any]:
+        epoch = int(self.timer() // self.slice_seconds)
+        summed = [0] * _WIDTH
+        with self._lock:
+            for slot in self._ring:
+                if epoch - self.slices < slot[0] <= epoch:
+                    for index in range(_WIDTH):
+                        summed[index] += slot[index + 1]
+        return summed
+
+    def _totals_sum(self) -> list[Any]:
+        with self._lock:
+            summed = list(self._totals)
+            for slot in self._ring:
+                for index in range(_WIDTH):
+                    summed[index] += slot[index + 1]
+        return summed
+
+    def window(self) -> dict[str, Any]:
+        """The window's figures: per version counts, ratios and p50/p95/p99 in seconds."""
+        summed = self._window_sum()
+        data: dict[str, Any] = {"window_seconds": self.window_seconds}
+        for version in VERSIONS:
+            block = summed[_OFFSET[version] : _OFFSET[version] + _BLOCK]
+            requests = block[_REQUESTS]
+            data[version] = {
+                "requests": requests,
+                "errors": block[_ERRORS],
+                "unavailable": block[_UNAVAILABLE],
+                "error_ratio": block[_ERRORS] / requests if requests else None,
+                "resolve_seconds": _quantiles(block[:_N]),
+                "request_seconds": _quantiles(block[_N : 2 * _N]),
+            }
+        compared = summed[_COMPARED]
+        data["shadow"] = {
+            "compared": compared,
+            "mismatched": summed[_MISMATCHED],
+            "mismatch_ratio": summed[_MISMATCHED] / compared if compared else None,
+        }
+        return data
+
+    def histograms(self) -> dict[str, dict[str, Any]]:
+        """Since-start histograms per version, for Prometheus.
+
+        ``{version: {"resolve": (buckets, sum), "request": (buckets, sum), "requests": n,
+        "errors": n, "unavailable": n}}``; buckets are per bucket, not cumulative.
+        """
+        summed = self._totals_sum()
+        data: dict[str, dict[str, Any]] = {}
+        for version in VERSIONS:
+            block = summed[_OFFSET[version] : _OFFSET[version] + _BLOCK]
+            data[version] = {
+                "resolve": (block[:_N], block[_RESOLVE_SUM]),
+                "request": (block[_N : 2 * _N], block[_REQUEST_SUM]),
+                "requests": block[_REQUESTS],
+                "errors": block[_ERRORS],
+                "unavailable": block[_UNAVAILABLE],
+            }
+        return data
+
+
+def _quantiles(buckets: Sequence[int]) -> dict[str, float | None]:
+    return {f"p{round(q * 100)}": quantile(q, buckets) for q in (0.5, 0.95, 0.99)}
+
+
+def make_recorder(state: AppState) -> Callable[[Response], Response]:
+    """The after_request hook that counts each resolved request and ticks the control plane.
+
+    The request time runs from the extension's before_request hook to here: the view and the
+    other hooks, not the WSGI server. A request that ended in an unhandled exception (a 500
+    with no response) is not counted.
+    """
+    figures = state.figures
+    timer = figures.timer
+    record = figures.record
+    control = state.control
+    ticking = control.active
+
+    def record_request(response: Response) -> Response:
+        timing = g.get("_tenant_cache_timing")
+        if timing is not None:
+            version, started, resolving, resolved, failed = timing
+            now = timer()
+            record(
+                version,
+                resolved - resolving,
+                now - started,
+                error=failed,
+                status=response.status_code,
+                now=now,
+            )
+            if ticking and now >= control.next_tick:
+                control.tick()
+        return response
+
+    return record_request
