@@ -25,8 +25,9 @@ from .resolvers.v2 import UnifiedCacheResolver
 from .shadow import ShadowComparer
 
 if TYPE_CHECKING:
+    from flask_tenant_cache.redis_layer import RedisLayer
+
     from .extension import TenantCache
-    from .redis_layer import RedisLayer
 
 __all__ = ["AppState"]
 
@@ -69,7 +70,7 @@ class AppState:
                 "TENANT_CACHE_ROLLOUT_PLAN and a flag provider would both decide: choose one"
             )
         if s.redis_url is not None:
-            from .redis_layer import RedisLayer
+            from flask_tenant_cache.redis_layer import RedisLayer
 
             self.redis = RedisLayer(
                 s.redis_url,
@@ -98,10 +99,10 @@ class AppState:
         store: ControlStore = LocalControlStore()
         records: MismatchStore = MismatchLog(s.mismatch_records)
         if self.redis is not None:
-            from .redis_control import RedisControlStore, RedisMismatchLog
+            from .redis_layer.plan import RedisControlStore, RedisMismatchLog
 
-            store = RedisControlStore(self.redis)
-            records = RedisMismatchLog(self.redis, s.mismatch_records)
+            store = RedisControlStore(self.redis.conn, self.redis.keys)
+            records = RedisMismatchLog(self.redis.conn, self.redis.keys, s.mismatch_records)
         self.shadow = ShadowComparer(
             self.app,
             self.resolvers,

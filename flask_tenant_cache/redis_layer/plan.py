@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-
-from .mismatches import MismatchLog
-from .plan import PlanState, StoreUnavailable
-from .redis_layer import RedisLayer
+from flask_tenant_cache.mismatches import MismatchLog
+from flask_tenant_cache.plan import PlanState, StoreUnavailable
+from flask_tenant_cache.redis_layer.client import ERRORS, RedisConnection
+from flask_tenant_cache.redis_layer.keys import KeySpace
 
 __all__ = ["RedisControlStore", "RedisMismatchLog"]
 
@@ -34,24 +33,24 @@ class RedisControlStore:
 
     scope = "cluster"
 
-    def __init__(self, layer: RedisLayer) -> None:
-        self.layer = layer
-        self.key = f"{layer.prefix}:plan"
-        self._save = layer.client.register_script(_SAVE)
+    def __init__(self, conn: RedisConnection, keys: KeySpace) -> None:
+        self.conn = conn
+        self.key = keys.plan
+        self._save = conn.client.register_script(_SAVE)
 
     def load(self) -> PlanState | None:
         """The stored state.
 
         :raises StoreUnavailable: if Redis fails or holds something that is not a state.
         """
-        if not self.layer.available():
+        if not self.conn.available():
             raise StoreUnavailable("Redis is resting after a failure")
         try:
-            raw = self.layer.client.get(self.key)
-        except redis.RedisError as exc:
-            self.layer.failed("rollout plan read", exc)
+            raw = self.conn.client.get(self.key)
+        except ERRORS as exc:
+            self.conn.failed("rollout plan read", exc)
             raise StoreUnavailable(str(exc)) from exc
-        self.layer.succeeded()
+        self.conn.succeeded()
         return None if raw is None else _decode(raw)
 
     def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState]:
@@ -61,14 +60,14 @@ class RedisControlStore:
         """
         data = state.as_dict()
         try:
-            # The layer's client may have been replaced after a fork: bind the script to it.
+            # The client is replaced after a fork: bind the script to it.
             won, raw = self._save(
-                keys=[self.key], args=[expected, json.dumps(data)], client=self.layer.client
+                keys=[self.key], args=[expected, json.dumps(data)], client=self.conn.client
             )
-        except redis.RedisError as exc:
-            self.layer.failed("rollout plan write", exc)
+        except ERRORS as exc:
+            self.conn.failed("rollout plan write", exc)
             raise StoreUnavailable(str(exc)) from exc
-        self.layer.succeeded()
+        self.conn.succeeded()
         return bool(won), _decode(raw)
 
 
@@ -90,38 +89,38 @@ class RedisMismatchLog:
 
     Written from the shadow pool, never from a request. Each record is kept in this process
     too, and read from there while Redis does not answer (its failures are counted by the
-    layer).
+    connection).
     """
 
     scope = "cluster"
 
-    def __init__(self, layer: RedisLayer, size: int) -> None:
-        self.layer = layer
+    def __init__(self, conn: RedisConnection, keys: KeySpace, size: int) -> None:
+        self.conn = conn
         self.size = size
-        self.key = f"{layer.prefix}:mismatches"
+        self.key = keys.mismatches
         self.local = MismatchLog(size)
 
     def add(self, record: dict[str, Any]) -> None:
         """Push ``record``, trimming the list to ``size``."""
         self.local.add(record)
-        if not self.layer.available():
+        if not self.conn.available():
             return
         try:
-            pipe = self.layer.client.pipeline(transaction=True)
+            pipe = self.conn.client.pipeline(transaction=True)
             pipe.lpush(self.key, json.dumps(record))
             pipe.ltrim(self.key, 0, self.size - 1)
             pipe.execute()
-        except redis.RedisError as exc:
-            self.layer.failed("mismatch record write", exc)
+        except ERRORS as exc:
+            self.conn.failed("mismatch record write", exc)
             return
-        self.layer.succeeded()
+        self.conn.succeeded()
 
     def recent(self) -> list[dict[str, Any]]:
         """The records, newest first (this process's if Redis does not answer)."""
         try:
-            raw = self.layer.client.lrange(self.key, 0, self.size - 1)
-        except redis.RedisError as exc:
-            self.layer.failed("mismatch record read", exc)
+            raw = self.conn.client.lrange(self.key, 0, self.size - 1)
+        except ERRORS as exc:
+            self.conn.failed("mismatch record read", exc)
             return self.local.recent()
         records = []
         for item in raw:
