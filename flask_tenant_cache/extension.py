@@ -19,6 +19,7 @@ from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_tenant_or_none, make_hook
 from .identifiers import TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
+from .mismatches import IgnoreRule
 from .resolvers.base import Resolver
 from .state import AppState
 from .tenant import Tenant
@@ -76,6 +77,7 @@ class TenantCache:
         self.clock = clock
         self._exempt_blueprints: set[str] = set()
         self._admin_authorizer: AdminAuthorizer | None = None
+        self._ignore_rules: list[IgnoreRule] = []
         if app is not None:
             self.init_app(app)
 
@@ -107,6 +109,8 @@ class TenantCache:
             timer=self.timer,
             clock=self.clock,
         )
+        if state.shadow is not None:
+            state.shadow.ignore_rules = self._ignore_rules  # the same list: later rules apply
         app.extensions[EXTENSION_KEY] = state
         app.before_request(make_hook(state))
         app.after_request(make_recorder(state))
@@ -133,6 +137,17 @@ class TenantCache:
         """
         self.flag_provider = func
         return func
+
+    def shadow_ignore(self, rule: IgnoreRule) -> IgnoreRule:
+        """Register an ignore rule (a decorator), like Scientist's ``ignore``.
+
+        ``rule(identifier, v1, v2)`` gets both versions' outcomes of a shadow comparison that
+        differed (a :class:`~.Tenant`, None for not found, or a lookup error's class name) and
+        returns true for a known, accepted difference: it is counted as ``ignored``, not as a
+        mismatch, and neither recorded nor seen by the guard.
+        """
+        self._ignore_rules.append(rule)
+        return rule
 
     def admin_authorizer(self, func: AdminAuthorizer) -> AdminAuthorizer:
         """Register a callback that says whether the current request may use the admin routes."""
@@ -200,6 +215,58 @@ class TenantCache:
             state.redis.sync_rollout()
         rollout: dict[str, Any] = state.stats()["rollout"]
         return rollout
+
+    def rollout_control(self) -> dict[str, Any]:
+        """The plan, the guard and this process's window, read now from where they are kept.
+
+        :returns: ``stats()["control"]``: ``scope`` (``"cluster"`` with Redis, else
+            ``"process"``), ``plan`` (None without one), ``guard`` (None when off), counters.
+        """
+        return _state().control.status()
+
+    def rollout_pause(self) -> dict[str, Any]:
+        """Stop the rollout plan at its step, on every process.
+
+        :raises ValueError: if no plan is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        control = _state().control
+        if not control.steps:
+            raise ValueError("no rollout plan is configured (TENANT_CACHE_ROLLOUT_PLAN)")
+        return control.pause().as_dict()
+
+    def rollout_resume(self) -> dict[str, Any]:
+        """Clear a pause or the guard's trip (lifting its override): the step bakes again.
+
+        :raises ValueError: if neither a plan nor the guard is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        control = _state().control
+        if not control.active:
+            raise ValueError("no rollout plan or guard is configured")
+        return control.resume().as_dict()
+
+    def rollout_restart(self) -> dict[str, Any]:
+        """Start the configured plan again from its first step, replacing the stored one.
+
+        :raises ValueError: if no plan is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        control = _state().control
+        if not control.steps:
+            raise ValueError("no rollout plan is configured (TENANT_CACHE_ROLLOUT_PLAN)")
+        return control.restart().as_dict()
+
+    def rollout_mismatches(self) -> dict[str, Any]:
+        """The last shadow mismatches, newest first, and where they were kept.
+
+        :returns: ``{"scope": "cluster" | "process", "mismatches": [...]}``; each record has
+            ``key``, ``at``, ``primary`` (the version that served) and ``fields`` (each
+            differing field's value per version; a name and ``extra`` as ``"(hidden)"``).
+        """
+        shadow = _state().shadow
+        assert shadow is not None
+        return {"scope": shadow.records.scope, "mismatches": shadow.records.recent()}
 
     def prometheus_collector(self) -> Any:
         """A prometheus_client collector of the current app's counters, read at scrape time.
