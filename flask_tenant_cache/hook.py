@@ -53,6 +53,7 @@ def make_hook(state: AppState) -> Callable[[], None]:
     resolved = signals.tenant_resolved
     bus = state.redis
     timer = state.timer
+    control = state.control
     missing = f"no tenant: send the {settings.header} header or use a tenant's host"
 
     def sampled() -> bool:
@@ -91,6 +92,8 @@ def make_hook(state: AppState) -> Callable[[], None]:
             return
         if bus is not None and not bus.started:
             bus.start()  # here, not in init_app: the serving process may be a fork
+            if control.active:
+                control.tick()  # the shared plan decides this first request too
         decision = ctx_g._tenant_cache_decision = decide(ident, req, config)
         version = decision.version
         resolving = timer()

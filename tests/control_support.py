@@ -84,6 +84,11 @@ class Broken:
 
 
 def break_v2(app: Flask, clock: FakeTimer, mode: str) -> None:
-    """Give ``app``'s v2 resolver a broken loader (v1 keeps the good one)."""
+    """Give ``app``'s v2 resolver a broken loader (v1 keeps the good one) and an empty cache.
+
+    Its Redis second layer is detached too: the good answers there would hide the loader.
+    """
     resolver = app.extensions["tenant_cache"].resolvers["v2"]
     resolver.loader = Broken(resolver.loader, clock, mode)
+    resolver.l2 = None
+    resolver.invalidate_all()
