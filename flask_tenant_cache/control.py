@@ -271,6 +271,9 @@ class Controller:
     def status(self) -> dict[str, Any]:
         """The plan, the guard and what the next step waits for, as this process sees them."""
         state = self.read()
+        if state is None and self.active:
+            with self._lock:  # nothing stored yet: the plan starts when first looked at
+                state = self._sync()
         verdict = self._verdict
         plan: dict[str, Any] | None = None
         if state is not None and state.steps:

@@ -225,7 +225,9 @@ class TenantCache:
         return _state().control.status()
 
     def rollout_pause(self) -> dict[str, Any]:
-        """Stop the rollout plan at its step, on every process.
+        """Stop the rollout plan at its step, on every process (this one without Redis).
+
+        :returns: the plan's state, with ``scope``.
 
         :raises ValueError: if no plan is configured.
         :raises StoreUnavailable: if Redis did not answer (nothing changed).
@@ -233,7 +235,7 @@ class TenantCache:
         control = _state().control
         if not control.steps:
             raise ValueError("no rollout plan is configured (TENANT_CACHE_ROLLOUT_PLAN)")
-        return control.pause().as_dict()
+        return {"scope": control.store.scope, **control.pause().as_dict()}
 
     def rollout_resume(self) -> dict[str, Any]:
         """Clear a pause or the guard's trip (lifting its override): the step bakes again.
@@ -244,7 +246,7 @@ class TenantCache:
         control = _state().control
         if not control.active:
             raise ValueError("no rollout plan or guard is configured")
-        return control.resume().as_dict()
+        return {"scope": control.store.scope, **control.resume().as_dict()}
 
     def rollout_restart(self) -> dict[str, Any]:
         """Start the configured plan again from its first step, replacing the stored one.
@@ -255,7 +257,7 @@ class TenantCache:
         control = _state().control
         if not control.steps:
             raise ValueError("no rollout plan is configured (TENANT_CACHE_ROLLOUT_PLAN)")
-        return control.restart().as_dict()
+        return {"scope": control.store.scope, **control.restart().as_dict()}
 
     def rollout_mismatches(self) -> dict[str, Any]:
         """The last shadow mismatches, newest first, and where they were kept.
