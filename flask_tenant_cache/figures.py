@@ -75,45 +75,72 @@ class Figures:
         self.timer = timer
         self.slice_seconds = slice_seconds
         self.slices = slices
-        self._ring = [[-1] + [0] * _WIDTH for _ in range(slices)]
-        self._totals = [0] * _WIDTH
+        # Counts and sums of seconds (floats) side by side: one list per slice.
+        self._ring: list[list[Any]] = [[-1] + [0] * _WIDTH for _ in range(slices)]
+        self._totals: list[Any] = [0] * _WIDTH
         self._lock = threading.Lock()
+        #: ``record(version, resolve, request, error, status, now)``: count one request.
+        self.record = self._recorder()
 
     @property
     def window_seconds(self) -> float:
         """How far back :meth:`window` sees."""
         return self.slice_seconds * self.slices
 
+    def _roll(self, slot: list[Any], epoch: int) -> None:
+        # Called with the lock held: the ring reuses a slot, whose counts join the totals.
+        totals = self._totals
+        for index in range(_WIDTH):
+            totals[index] += slot[index + 1]
+            slot[index + 1] = 0
+        slot[0] = epoch
+
     def _slot(self, now: float) -> list[Any]:
         # Called with the lock held.
         epoch = int(now // self.slice_seconds)
         slot = self._ring[epoch % self.slices]
         if slot[0] != epoch:
-            totals = self._totals
-            for index in range(_WIDTH):
-                totals[index] += slot[index + 1]
-                slot[index + 1] = 0
-            slot[0] = epoch
+            self._roll(slot, epoch)
         return slot
 
-    def record(
-        self, version: str, resolve: float, request: float, *, error: bool, status: int, now: float
-    ) -> None:
-        """Count one request that ``version`` resolved (``error``: its lookup failed)."""
-        base = _OFFSET[version] + 1
-        resolve_at = base + bisect_left(BOUNDS, resolve)
-        request_at = base + _N + bisect_left(BOUNDS, request)
-        with self._lock:
-            slot = self._slot(now)
-            slot[resolve_at] += 1
-            slot[request_at] += 1
-            slot[base + _REQUESTS] += 1
-            slot[base + _RESOLVE_SUM] += resolve
-            slot[base + _REQUEST_SUM] += request
-            if error:
-                slot[base + _ERRORS] += 1
-            if status == 503:
-                slot[base + _UNAVAILABLE] += 1
+    def _recorder(self) -> Callable[..., None]:
+        # The hit path: everything it reads bound as a local, one lock, no method lookups.
+        ring, lock, roll = self._ring, self._lock, self._roll
+        width, slices = self.slice_seconds, self.slices
+        indexes = {
+            version: (
+                base,
+                base + _N,
+                *(base + i for i in (_REQUESTS, _RESOLVE_SUM, _REQUEST_SUM, _ERRORS, _UNAVAILABLE)),
+            )
+            for version, base in ((v, _OFFSET[v] + 1) for v in VERSIONS)
+        }
+
+        def record(
+            version: str, resolve: float, request: float, error: bool, status: int, now: float
+        ) -> None:
+            """Count one request that ``version`` resolved (``error``: its lookup failed)."""
+            resolves, requests, count, resolve_sum, request_sum, errors, unavailable = indexes[
+                version
+            ]
+            resolve_at = resolves + bisect_left(BOUNDS, resolve)
+            request_at = requests + bisect_left(BOUNDS, request)
+            epoch = int(now // width)
+            with lock:
+                slot = ring[epoch % slices]
+                if slot[0] != epoch:
+                    roll(slot, epoch)
+                slot[resolve_at] += 1
+                slot[request_at] += 1
+                slot[count] += 1
+                slot[resolve_sum] += resolve
+                slot[request_sum] += request
+                if error:
+                    slot[errors] += 1
+                if status == 503:
+                    slot[unavailable] += 1
+
+        return record
 
     def record_shadow(self, *, mismatched: bool) -> None:
         """Count one shadow comparison (ignored differences count as matches)."""
@@ -209,20 +236,14 @@ def make_recorder(state: AppState) -> Callable[[Response], Response]:
     record = figures.record
     control = state.control
     ticking = control.active
+    current_g = g._get_current_object
 
     def record_request(response: Response) -> Response:
-        timing = g.get("_tenant_cache_timing")
+        timing = getattr(current_g(), "_tenant_cache_timing", None)
         if timing is not None:
             version, started, resolving, resolved, failed = timing
             now = timer()
-            record(
-                version,
-                resolved - resolving,
-                now - started,
-                error=failed,
-                status=response.status_code,
-                now=now,
-            )
+            record(version, resolved - resolving, now - started, failed, response.status_code, now)
             if ticking and now >= control.next_tick:
                 control.tick()
         return response
