@@ -69,6 +69,8 @@ class Controller:
         self._generation: int | None = None
         self._verdict: Verdict | None = None
         self._unsaved_trip: PlanState | None = None
+        #: The last read of the shared state failed: this process acts on what it read before.
+        self._blind = False
         self._warned_steps = False
         self.counters = dict.fromkeys(("ticks", "trips", "advances", "store_errors"), 0)
         if self.steps:
@@ -98,7 +100,7 @@ class Controller:
                 if self._verdict.breach is not None:
                     self._trip(state, self._verdict.breach)
                     return
-            if self._due(state):
+            if self._due(state) and not self._blind:
                 self._advance(state)
         except Exception:
             logger.exception("tenant cache: the rollout control tick failed")
@@ -113,10 +115,12 @@ class Controller:
             state = self.store.load()
             if state is None:
                 fresh = PlanState(steps=self.steps, step=0, started_at=self.clock())
-                state = self.store.save(fresh, 0)[1]
+                state = self.store.save(fresh, 0)[1] or fresh
         except StoreUnavailable:
             self.counters["store_errors"] += 1
-            return self._state  # the last one read: a blind process neither trips nor advances
+            self._blind = True
+            return self._state  # the last one read: a blind process does not advance
+        self._blind = False
         if state.steps != self.steps and not self._warned_steps:
             self._warned_steps = True
             logger.warning(
@@ -146,6 +150,8 @@ class Controller:
         won, stored = self.store.save(
             state.replace(step=step, started_at=self.clock()), state.version
         )
+        if stored is None:
+            return  # the state vanished (Redis lost it): the next tick starts it again
         self._state = stored
         self._apply(stored)
         if won:
@@ -188,10 +194,14 @@ class Controller:
             self._unsaved_trip = tripped  # recorded when the store answers again
             return
         self._unsaved_trip = None
-        if not won and stored.tripped is None:
-            # Another write came first (an advance): the trip goes on top of it.
-            self._save_trip(stored.replace(tripped=tripped.tripped))
-            return
+        if not won:
+            # Another write came first (an advance), or Redis lost the state: the trip goes
+            # on top of what is stored now, or into a new state.
+            base = stored if stored is not None else tripped.replace(version=0)
+            if base.tripped is None or stored is None:
+                self._save_trip(base.replace(tripped=tripped.tripped))
+                return
+        assert stored is not None
         self._state = stored
 
     # -- operators --------------------------------------------------------------------------
@@ -203,7 +213,7 @@ class Controller:
             if current is None:
                 current = PlanState(steps=self.steps, step=0, started_at=self.clock())
             won, stored = self.store.save(change(current), current.version)
-            if won:
+            if won and stored is not None:
                 with self._lock:
                     self._state = stored
                     self._apply(stored)

@@ -149,10 +149,11 @@ class ControlStore(Protocol):
     def load(self) -> PlanState | None:
         """The stored state, None if there is none yet."""
 
-    def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState]:
+    def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState | None]:
         """Store ``state`` if the stored version is still ``expected`` (0: none stored).
 
-        :returns: whether it was stored, and the state now stored (with its new version).
+        :returns: whether it was stored, and the state now stored (with its new version;
+            None if there is none, as after Redis lost its data).
         """
 
 
@@ -168,12 +169,11 @@ class LocalControlStore:
         """The state, None before the first save."""
         return self._state
 
-    def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState]:
+    def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState | None]:
         """Store ``state`` unless another write came first."""
         with self._lock:
             current = self._state
             if (current.version if current else 0) != expected:
-                assert current is not None
                 return False, current
             self._state = state.replace(version=expected + 1)
             return True, self._state

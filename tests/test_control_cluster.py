@@ -10,9 +10,9 @@ import pytest
 from conftest import FakeTimer
 from control_support import break_v2, control, plan_percent, probes, send, serve, tick
 from flask import Flask
-from redis_support import listening, redis_apps, shared_redis, wait_for
+from redis_support import listening, private_redis, redis_apps, shared_redis, wait_for
 
-__all__ = ["redis_apps", "shared_redis"]  # fixtures
+__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
 
 PLAN = [(1, 60), (5, 60), (25, 60), (50, 60), (100, 60)]
 SETTINGS = {"TENANT_CACHE_GUARD_MIN_SAMPLES": 10, "TENANT_CACHE_USE_V2": False}
@@ -155,3 +155,51 @@ def test_the_guard_trips_every_process_to_v1_within_a_second_and_it_stays(
     )
     tick(first, clock)
     assert serve(first, "acme").json["version"] == "v2"
+
+
+def test_a_trip_while_redis_is_down_holds_here_and_is_recorded_when_it_returns(
+    redis_apps: Any, private_redis: Any
+) -> None:
+    clock = FakeTimer()
+    app = redis_apps(
+        private_redis.config,
+        clock=clock,
+        TENANT_CACHE_ROLLOUT_PLAN=[(50, 600), (100, 600)],
+        TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.2,
+        **SETTINGS,
+    )
+    listening(app)
+    private_redis.kill()
+    break_v2(app, clock, "fail")
+    send(app, probes(at_least=50), 12)
+    send(app, probes(below=50), 12)
+    tick(app, clock)  # Redis is down (or resting after a failure): the trip holds here
+    status = control(app)
+    assert status["trips"] == 1
+    assert status["store_errors"] >= 1
+    assert app.extensions["tenant_cache"].rollout.override == "v1"
+    assert serve(app, "acme").json["version"] == "v1"
+
+    # Redis comes back empty (a restart without persistence): the trip is written again.
+    private_redis.start()
+
+    def recorded() -> Any:
+        tick(app, clock)  # the connection rests a real second after a failure: poll
+        return _stored_trip(private_redis)
+
+    wait_for(recorded, what="the trip to be recorded in Redis")
+    assert _stored_trip(private_redis)["signal"] == "error_ratio"
+    assert serve(app, "acme").json["version"] == "v1"
+
+
+def _stored_trip(server: Any) -> Any:
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        raw = client.get("{tenant-cache}:plan")
+    finally:
+        client.close()
+    return None if raw is None else json.loads(raw)["tripped"]

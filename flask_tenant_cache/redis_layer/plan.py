@@ -53,7 +53,7 @@ class RedisControlStore:
         self.conn.succeeded()
         return None if raw is None else _decode(raw)
 
-    def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState]:
+    def save(self, state: PlanState, expected: int) -> tuple[bool, PlanState | None]:
         """Store ``state`` if the stored version is ``expected``; the stored state either way.
 
         :raises StoreUnavailable: if Redis fails.
@@ -68,7 +68,7 @@ class RedisControlStore:
             self.conn.failed("rollout plan write", exc)
             raise StoreUnavailable(str(exc)) from exc
         self.conn.succeeded()
-        return bool(won), _decode(raw)
+        return bool(won), None if raw is None else _decode(raw)
 
 
 def _decode(raw: bytes | str) -> PlanState:
