@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 
 from . import signals
+from ._fork import reset_after_fork
 from .figures import Figures
 from .guard import GuardLimits, Verdict, evaluate
 from .plan import ControlStore, PlanState, Step, StoreUnavailable
@@ -65,6 +66,7 @@ class Controller:
         #: The figures' timer reading before which :meth:`tick` has nothing to do.
         self.next_tick = float("-inf")
         self._lock = threading.Lock()
+        reset_after_fork(self._forked)
         self._state: PlanState | None = None
         self._generation: int | None = None
         self._verdict: Verdict | None = None
@@ -80,6 +82,12 @@ class Controller:
     def active(self) -> bool:
         """Whether there is a plan or a guard to tick."""
         return bool(self.steps) or self.limits is not None
+
+    def _forked(self) -> None:
+        # A tick in another thread at the fork would hold the lock for ever in the child.
+        self._lock = threading.Lock()
+        self.next_tick = float("-inf")
+        self._verdict = None
 
     # -- ticking ----------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, g
 
+from ._fork import reset_after_fork
+
 if TYPE_CHECKING:
     from .state import AppState
 
@@ -75,8 +77,13 @@ class Figures:
         self.timer = timer
         self.slice_seconds = slice_seconds
         self.slices = slices
+        self._start()
+        reset_after_fork(self._start)
+
+    def _start(self) -> None:
+        """Empty figures and a new lock: at start, and in a forked child (its own traffic)."""
         # Counts and sums of seconds (floats) side by side: one list per slice.
-        self._ring: list[list[Any]] = [[-1] + [0] * _WIDTH for _ in range(slices)]
+        self._ring: list[list[Any]] = [[-1] + [0] * _WIDTH for _ in range(self.slices)]
         self._totals: list[Any] = [0] * _WIDTH
         self._lock = threading.Lock()
         #: ``record(version, resolve, request, error, status, now)``: count one request.
@@ -233,7 +240,6 @@ def make_recorder(state: AppState) -> Callable[[Response], Response]:
     """
     figures = state.figures
     timer = figures.timer
-    record = figures.record
     control = state.control
     ticking = control.active
     current_g = g._get_current_object
@@ -243,7 +249,10 @@ def make_recorder(state: AppState) -> Callable[[Response], Response]:
         if timing is not None:
             version, started, resolving, resolved, failed = timing
             now = timer()
-            record(version, resolved - resolving, now - started, failed, response.status_code, now)
+            # Looked up each time: a forked child has a record (and a lock) of its own.
+            figures.record(
+                version, resolved - resolving, now - started, failed, response.status_code, now
+            )
             if ticking and now >= control.next_tick:
                 control.tick()
         return response

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ._fork import reset_after_fork
 from .identifiers import TenantIdentifier
 from .tenant import Tenant
 
@@ -74,6 +75,10 @@ class MismatchLog:
 
     def __init__(self, size: int) -> None:
         self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+        reset_after_fork(self._forked)
+
+    def _forked(self) -> None:
         self._lock = threading.Lock()
 
     def add(self, record: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._fork import reset_after_fork
+
 __all__ = [
     "LocalControlStore",
     "PlanState",
@@ -164,6 +166,12 @@ class LocalControlStore:
     scope: str = "process"
     _state: PlanState | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        reset_after_fork(self._forked)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
 
     def load(self) -> PlanState | None:
         """The state, None before the first save."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -141,3 +143,43 @@ def test_prometheus_exports_real_histograms_per_version() -> None:
     assert families["tenant_cache_request_seconds"].type == "histogram"
     errors = {s.labels["version"]: s.value for s in families["tenant_cache_request_errors"].samples}
     assert errors == {"v1": 0, "v2": 0}
+
+
+def test_a_forked_child_counts_on_its_own_even_if_a_lock_was_held_at_the_fork() -> None:
+    import os
+
+    clock = FakeTimer()
+    app = build_app(clock=clock, TENANT_CACHE_GUARD=True, TENANT_CACHE_USE_V2=False)
+    client = app.test_client()
+    assert client.get("/whoami", headers={"X-Tenant-ID": "acme"}).status_code == 200
+    state = app.extensions["tenant_cache"]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with state.figures._lock, state.control._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: the holder thread does not exist here
+        try:
+            ok = client.get("/whoami", headers={"X-Tenant-ID": "acme"}).status_code == 200
+            with app.app_context():
+                figures = app.extensions["test"]["ext"].stats()["figures"]
+            ok = ok and figures["v1"]["requests"] == 1  # its own request, not the parent's
+            ok = ok and state.control.counters["ticks"] >= 1
+        finally:
+            os._exit(0 if ok else 1)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on a lock held at the fork")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
