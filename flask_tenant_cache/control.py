@@ -228,6 +228,18 @@ class Controller:
                 return stored
         raise StoreUnavailable("the rollout state kept changing under this write")
 
+    def steer(self, action: str) -> dict[str, Any]:
+        """:meth:`pause`, :meth:`resume` or :meth:`restart`; the state with its ``scope``.
+
+        :raises ValueError: if there is no plan (or, to resume, no guard either).
+        :raises StoreUnavailable: if the shared state cannot be written.
+        """
+        if not (self.active if action == "resume" else self.steps):
+            what = "rollout plan or guard" if action == "resume" else "rollout plan"
+            raise ValueError(f"no {what} is configured (TENANT_CACHE_ROLLOUT_PLAN)")
+        state: PlanState = getattr(self, action)()
+        return {"scope": self.store.scope, **state.as_dict()}
+
     def pause(self) -> PlanState:
         """Stop the plan where it is (the guard keeps watching).
 

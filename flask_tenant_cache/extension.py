@@ -232,10 +232,7 @@ class TenantCache:
         :raises ValueError: if no plan is configured.
         :raises StoreUnavailable: if Redis did not answer (nothing changed).
         """
-        control = _state().control
-        if not control.steps:
-            raise ValueError("no rollout plan is configured (TENANT_CACHE_ROLLOUT_PLAN)")
-        return {"scope": control.store.scope, **control.pause().as_dict()}
+        return _state().control.steer("pause")
 
     def rollout_resume(self) -> dict[str, Any]:
         """Clear a pause or the guard's trip (lifting its override): the step bakes again.
@@ -243,10 +240,7 @@ class TenantCache:
         :raises ValueError: if neither a plan nor the guard is configured.
         :raises StoreUnavailable: if Redis did not answer (nothing changed).
         """
-        control = _state().control
-        if not control.active:
-            raise ValueError("no rollout plan or guard is configured")
-        return {"scope": control.store.scope, **control.resume().as_dict()}
+        return _state().control.steer("resume")
 
     def rollout_restart(self) -> dict[str, Any]:
         """Start the configured plan again from its first step, replacing the stored one.
@@ -254,10 +248,7 @@ class TenantCache:
         :raises ValueError: if no plan is configured.
         :raises StoreUnavailable: if Redis did not answer (nothing changed).
         """
-        control = _state().control
-        if not control.steps:
-            raise ValueError("no rollout plan is configured (TENANT_CACHE_ROLLOUT_PLAN)")
-        return {"scope": control.store.scope, **control.restart().as_dict()}
+        return _state().control.steer("restart")
 
     def rollout_mismatches(self) -> dict[str, Any]:
         """The last shadow mismatches, newest first, and where they were kept.

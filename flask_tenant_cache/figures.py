@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -62,13 +63,58 @@ def quantile(q: float, buckets: Sequence[int]) -> float | None:
     return BOUNDS[-1]
 
 
+class _Ring:
+    """One thread's slices and since-start totals; only that thread writes them.
+
+    ``state`` is ``(totals, slices)``, replaced as a whole when a slice is reused, so a
+    reader that takes it once sees each count either in a slice or in the totals, never in
+    both (a Prometheus counter must never go down).
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, slices: int) -> None:
+        self.state: tuple[list[Any], tuple[list[Any], ...]] = (
+            [0] * _WIDTH,
+            tuple([-1] + [0] * _WIDTH for _ in range(slices)),
+        )
+
+    def roll(self, index: int, epoch: int) -> list[Any]:
+        """Reuse slice ``index`` for ``epoch``: its counts join the totals; the new slice."""
+        totals, slices = self.state
+        old = slices[index]
+        fresh = [epoch] + [0] * _WIDTH
+        self.state = (
+            [total + count for total, count in zip(totals, old[1:], strict=True)],
+            (*slices[:index], fresh, *slices[index + 1 :]),
+        )
+        return fresh
+
+
+def _merge(into: _Ring, ring: _Ring) -> None:
+    """Add the counts of ``ring`` (a thread that ended) to ``into``, slice by slice."""
+    totals, slices = ring.state
+    for index, old in enumerate(slices):
+        mine = into.state[1][index]
+        if old[0] > mine[0]:
+            mine = into.roll(index, old[0])
+        target = mine if old[0] == mine[0] else into.state[0]  # older than the slice: totals
+        offset = 1 if target is mine else 0
+        for i in range(_WIDTH):
+            target[i + offset] += old[i + 1]
+    kept = into.state[0]
+    for i in range(_WIDTH):
+        kept[i] += totals[i]
+
+
 class Figures:
     """Resolution and request times, errors and 503s per version, and shadow outcomes.
 
-    Counted into fixed buckets in a ring of ``slices`` slices of ``slice_seconds`` each, so
-    the memory is fixed and a record is a few list increments under one uncontended lock.
-    A slice is folded into the since-start totals when the ring reuses it: the window reads
-    the live slices, the Prometheus histograms the totals plus every slice.
+    Counted into fixed buckets in rings of ``slices`` slices of ``slice_seconds`` each, one
+    ring per thread, so a record takes no lock: it is a few list increments on the thread's
+    own lists, and the memory is fixed per thread. A slice joins the since-start totals when
+    its ring reuses it, and a thread's ring joins a shared one when the thread ends. The
+    window reads the live slices of every ring, the Prometheus histograms everything.
 
     :param timer: a monotonic clock in seconds (injected so tests move time).
     """
@@ -81,11 +127,14 @@ class Figures:
         reset_after_fork(self._start)
 
     def _start(self) -> None:
-        """Empty figures and a new lock: at start, and in a forked child (its own traffic)."""
-        # Counts and sums of seconds (floats) side by side: one list per slice.
-        self._ring: list[list[Any]] = [[-1] + [0] * _WIDTH for _ in range(self.slices)]
-        self._totals: list[Any] = [0] * _WIDTH
+        """Empty figures: at start, and in a forked child (its own traffic, its own locks)."""
+        self._local = threading.local()
+        # Guards the list of rings and the retired ring, never a record.
         self._lock = threading.Lock()
+        self._rings: list[_Ring] = []
+        self._retired = _Ring(self.slices)
+        #: Slices up to this epoch are left out of the window (see :meth:`reset_window`).
+        self._floor = -1
         #: ``record(version, resolve, request, error, status, now)``: count one request.
         self.record = self._recorder()
 
@@ -94,25 +143,35 @@ class Figures:
         """How far back :meth:`window` sees."""
         return self.slice_seconds * self.slices
 
-    def _roll(self, slot: list[Any], epoch: int) -> None:
-        # Called with the lock held: the ring reuses a slot, whose counts join the totals.
-        totals = self._totals
-        for index in range(_WIDTH):
-            totals[index] += slot[index + 1]
-            slot[index + 1] = 0
-        slot[0] = epoch
+    def _new_ring(self) -> _Ring:
+        ring = _Ring(self.slices)
+        sentinel = self._local.sentinel = _Sentinel()
+        self._local.ring = ring
+        with self._lock:
+            self._rings.append(ring)
+        # When the thread ends its locals go, and its counts move to the retired ring.
+        weakref.finalize(sentinel, _retire, weakref.ref(self), ring)
+        return ring
+
+    def _retire(self, ring: _Ring) -> None:
+        with self._lock:
+            if ring in self._rings:
+                self._rings.remove(ring)
+                _merge(self._retired, ring)
 
     def _slot(self, now: float) -> list[Any]:
-        # Called with the lock held.
+        try:
+            ring: _Ring = self._local.ring
+        except AttributeError:
+            ring = self._new_ring()
         epoch = int(now // self.slice_seconds)
-        slot = self._ring[epoch % self.slices]
-        if slot[0] != epoch:
-            self._roll(slot, epoch)
-        return slot
+        index = epoch % self.slices
+        slot = ring.state[1][index]
+        return slot if slot[0] == epoch else ring.roll(index, epoch)
 
     def _recorder(self) -> Callable[..., None]:
-        # The hit path: everything it reads bound as a local, one lock, no method lookups.
-        ring, lock, roll = self._ring, self._lock, self._roll
+        # The hit path: everything it reads bound as a local, no lock, no method lookups.
+        local, new_ring = self._local, self._new_ring
         width, slices = self.slice_seconds, self.slices
         indexes = {
             version: (
@@ -130,56 +189,63 @@ class Figures:
             resolves, requests, count, resolve_sum, request_sum, errors, unavailable = indexes[
                 version
             ]
-            resolve_at = resolves + bisect_left(BOUNDS, resolve)
-            request_at = requests + bisect_left(BOUNDS, request)
+            try:
+                ring = local.ring
+            except AttributeError:
+                ring = new_ring()
             epoch = int(now // width)
-            with lock:
-                slot = ring[epoch % slices]
-                if slot[0] != epoch:
-                    roll(slot, epoch)
-                slot[resolve_at] += 1
-                slot[request_at] += 1
-                slot[count] += 1
-                slot[resolve_sum] += resolve
-                slot[request_sum] += request
-                if error:
-                    slot[errors] += 1
-                if status == 503:
-                    slot[unavailable] += 1
+            index = epoch % slices
+            slot = ring.state[1][index]
+            if slot[0] != epoch:
+                slot = ring.roll(index, epoch)
+            slot[resolves + bisect_left(BOUNDS, resolve)] += 1
+            slot[requests + bisect_left(BOUNDS, request)] += 1
+            slot[count] += 1
+            slot[resolve_sum] += resolve
+            slot[request_sum] += request
+            if error:
+                slot[errors] += 1
+            if status == 503:
+                slot[unavailable] += 1
 
         return record
 
     def record_shadow(self, *, mismatched: bool) -> None:
         """Count one shadow comparison (ignored differences count as matches)."""
-        now = self.timer()
-        with self._lock:
-            slot = self._slot(now)
-            slot[_COMPARED + 1] += 1
-            if mismatched:
-                slot[_MISMATCHED + 1] += 1
+        slot = self._slot(self.timer())
+        slot[_COMPARED + 1] += 1
+        if mismatched:
+            slot[_MISMATCHED + 1] += 1
 
     def reset_window(self) -> None:
-        """Forget the window (kept in the totals): a guard that was cleared starts afresh."""
+        """Forget the window (kept in the totals): a guard that was cleared starts afresh.
+
+        The slices up to the current one are left out of the window from now on: the next
+        slice is the first one judged.
+        """
+        self._floor = int(self.timer() // self.slice_seconds)
+
+    def _states(self) -> list[tuple[list[Any], tuple[list[Any], ...]]]:
         with self._lock:
-            for slot in self._ring:
-                for index in range(_WIDTH):
-                    self._totals[index] += slot[index + 1]
-                    slot[index + 1] = 0
+            return [ring.state for ring in (*self._rings, self._retired)]
 
     def _window_sum(self) -> list[Any]:
         epoch = int(self.timer() // self.slice_seconds)
+        low = max(epoch - self.slices, self._floor)
         summed = [0] * _WIDTH
-        with self._lock:
-            for slot in self._ring:
-                if epoch - self.slices < slot[0] <= epoch:
+        for _, slices in self._states():
+            for slot in slices:
+                if low < slot[0] <= epoch:
                     for index in range(_WIDTH):
                         summed[index] += slot[index + 1]
         return summed
 
     def _totals_sum(self) -> list[Any]:
-        with self._lock:
-            summed = list(self._totals)
-            for slot in self._ring:
+        summed = [0] * _WIDTH
+        for totals, slices in self._states():
+            for index in range(_WIDTH):
+                summed[index] += totals[index]
+            for slot in slices:
                 for index in range(_WIDTH):
                     summed[index] += slot[index + 1]
         return summed
@@ -229,6 +295,16 @@ class Figures:
 
 def _quantiles(buckets: Sequence[int]) -> dict[str, float | None]:
     return {f"p{round(q * 100)}": quantile(q, buckets) for q in (0.5, 0.95, 0.99)}
+
+
+class _Sentinel:
+    """Held in a thread's locals only: its end of life is the thread's."""
+
+
+def _retire(figures: weakref.ref[Figures], ring: _Ring) -> None:
+    owner = figures()
+    if owner is not None:
+        owner._retire(ring)
 
 
 def make_recorder(state: AppState) -> Callable[[Response], Response]:

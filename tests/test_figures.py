@@ -183,3 +183,23 @@ def test_a_forked_child_counts_on_its_own_even_if_a_lock_was_held_at_the_fork() 
         os.waitpid(pid, 0)
         pytest.fail("the child hung on a lock held at the fork")
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_a_thread_that_ends_leaves_its_counts_and_not_its_memory() -> None:
+    timer = FakeTimer()
+    figures = Figures(timer=timer)
+
+    def work() -> None:
+        for _ in range(10):
+            figures.record("v2", 1e-5, 1e-4, False, 503, timer())
+
+    for _ in range(50):  # a thread per request, as a threaded development server has
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    assert len(figures._rings) <= 1  # the ended threads' rings were merged
+    window = figures.window()
+    assert (window["v2"]["requests"], window["v2"]["unavailable"]) == (500, 500)
+    timer.advance(61)
+    assert figures.window()["v2"]["requests"] == 0
+    assert figures.histograms()["v2"]["requests"] == 500
