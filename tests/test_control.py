@@ -181,3 +181,29 @@ def test_no_plan_and_no_guard_means_no_control_section() -> None:
         status = ext(guarded).stats()["control"]
     assert status["plan"] is None
     assert status["guard"]["limits"]["min_samples"] == 100
+
+
+def test_prometheus_shows_the_plan_the_trip_and_its_count() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    clock = FakeTimer()
+    app = make(clock, TENANT_CACHE_ROLLOUT_PLAN=[(50, 60), (100, 60)])
+
+    def scrape() -> dict[str, float]:
+        response = app.test_client().get(
+            "/_tenant-cache/metrics",
+            headers={"Authorization": "Bearer test-admin-token-0123456789"},
+        )
+        text = response.get_data(as_text=True)
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+    send(app, probes(), 1)
+    before = scrape()
+    assert before["tenant_cache_rollout_plan_percent"] == 50.0
+    assert before["tenant_cache_rollout_tripped"] == 0
+    break_v2(app, clock, "fail")
+    send(app, probes(below=50), 10)
+    tick(app, clock)
+    after = scrape()
+    assert after["tenant_cache_rollout_tripped"] == 1
+    assert after["tenant_cache_rollout_trips_total"] == 1
