@@ -133,8 +133,8 @@ class Figures:
         self._lock = threading.Lock()
         self._rings: list[_Ring] = []
         self._retired = _Ring(self.slices)
-        #: Slices up to this epoch are left out of the window (see :meth:`reset_window`).
-        self._floor = -1
+        # Added to every slice number; a reset moves it past the window (see reset_window).
+        self._shift = [0]
         #: ``record(version, resolve, request, error, status, now)``: count one request.
         self.record = self._recorder()
 
@@ -164,14 +164,14 @@ class Figures:
             ring: _Ring = self._local.ring
         except AttributeError:
             ring = self._new_ring()
-        epoch = int(now // self.slice_seconds)
+        epoch = int(now // self.slice_seconds) + self._shift[0]
         index = epoch % self.slices
         slot = ring.state[1][index]
         return slot if slot[0] == epoch else ring.roll(index, epoch)
 
     def _recorder(self) -> Callable[..., None]:
         # The hit path: everything it reads bound as a local, no lock, no method lookups.
-        local, new_ring = self._local, self._new_ring
+        local, new_ring, shift = self._local, self._new_ring, self._shift
         width, slices = self.slice_seconds, self.slices
         indexes = {
             version: (
@@ -193,7 +193,7 @@ class Figures:
                 ring = local.ring
             except AttributeError:
                 ring = new_ring()
-            epoch = int(now // width)
+            epoch = int(now // width) + shift[0]
             index = epoch % slices
             slot = ring.state[1][index]
             if slot[0] != epoch:
@@ -220,18 +220,18 @@ class Figures:
     def reset_window(self) -> None:
         """Forget the window (kept in the totals): a guard that was cleared starts afresh.
 
-        The slices up to the current one are left out of the window from now on: the next
-        slice is the first one judged.
+        Slices are numbered on from past the window, so every slice held so far is out of
+        it, and each thread starts a new one (its old one joining the totals) as it records.
         """
-        self._floor = int(self.timer() // self.slice_seconds)
+        self._shift[0] += self.slices + 1
 
     def _states(self) -> list[tuple[list[Any], tuple[list[Any], ...]]]:
         with self._lock:
             return [ring.state for ring in (*self._rings, self._retired)]
 
     def _window_sum(self) -> list[Any]:
-        epoch = int(self.timer() // self.slice_seconds)
-        low = max(epoch - self.slices, self._floor)
+        epoch = int(self.timer() // self.slice_seconds) + self._shift[0]
+        low = epoch - self.slices
         summed = [0] * _WIDTH
         for _, slices in self._states():
             for slot in slices:

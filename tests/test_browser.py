@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_service
 from flask import Flask
 from werkzeug.serving import make_server
 
 from example_app import create_app, db
 from example_app.models import INITECH_ID
 from flask_tenant_cache import TenantIdentifier
+from tests.helpers.app import need_service
 
 try:
     from playwright.sync_api import Error as PlaywrightError

@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import FakeTimer, Recorder, build_app
-from control_support import break_v2, control, plan_percent, probes, send, serve, tick
 from flask import Flask
 
 from flask_tenant_cache import signals
+from tests.helpers.app import FakeTimer, Recorder, build_app
+from tests.helpers.control import break_v2, control, plan_percent, probes, send, serve, tick
 
 PLAN = [(1, 60), (5, 60), (100, 60)]
 GUARDED = {"TENANT_CACHE_GUARD_MIN_SAMPLES": 10, "TENANT_CACHE_USE_V2": False}

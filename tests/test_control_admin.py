@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import ADMIN_TOKEN, FakeTimer, build_app
-from control_support import break_v2, probes, send, tick
-from redis_support import redis_apps, shared_redis
-
-__all__ = ["redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.app import ADMIN_TOKEN, FakeTimer, build_app
+from tests.helpers.control import break_v2, probes, send, tick
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PLAN = [(1, 600), (50, 3600), (100, 3600)]

@@ -7,12 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FakeTimer
-from control_support import break_v2, control, plan_percent, probes, send, serve, tick
 from flask import Flask
-from redis_support import listening, private_redis, redis_apps, shared_redis, wait_for
 
-__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.app import FakeTimer
+from tests.helpers.control import break_v2, control, plan_percent, probes, send, serve, tick
+from tests.helpers.redis_server import listening, wait_for
 
 PLAN = [(1, 60), (5, 60), (25, 60), (50, 60), (100, 60)]
 SETTINGS = {"TENANT_CACHE_GUARD_MIN_SAMPLES": 10, "TENANT_CACHE_USE_V2": False}

@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FakeTimer, build_app
 from flask import Flask
 
 from flask_tenant_cache.figures import BOUNDS, Figures, quantile
+from tests.helpers.app import FakeTimer, build_app
 
 
 def test_bounds_run_from_a_microsecond_to_ten_seconds() -> None:
@@ -203,3 +203,17 @@ def test_a_thread_that_ends_leaves_its_counts_and_not_its_memory() -> None:
     timer.advance(61)
     assert figures.window()["v2"]["requests"] == 0
     assert figures.histograms()["v2"]["requests"] == 500
+
+
+def test_a_reset_forgets_the_window_at_once_and_keeps_the_totals() -> None:
+    timer = FakeTimer()
+    figures = Figures(timer=timer)
+    for _ in range(5):
+        figures.record("v2", 1e-5, 1e-4, True, 503, timer())
+    figures.reset_window()
+    assert figures.window()["v2"]["requests"] == 0
+    figures.record("v2", 1e-5, 1e-4, False, 200, timer())  # same slice of time, counted
+    window = figures.window()["v2"]
+    assert (window["requests"], window["errors"]) == (1, 0)
+    totals = figures.histograms()["v2"]
+    assert (totals["requests"], totals["errors"]) == (6, 5)

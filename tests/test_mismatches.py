@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from conftest import ACME_ID, build_app
 from flask import Flask
 
 from flask_tenant_cache import Tenant, TenantIdentifier
 from flask_tenant_cache.mismatches import MismatchLog, mismatch_record
+from tests.helpers.app import ACME_ID, build_app
 
 
 def shadowed(app: Flask, *slugs: str) -> dict[str, Any]:

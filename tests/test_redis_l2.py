@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from redis_support import redis_apps, shared_redis, stats, wait_for
 
-__all__ = ["redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.redis_server import stats, wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -1,4 +1,4 @@
-"""Helpers for the rollout plan and guard tests: probe identifiers by bucket, traffic, ticks."""
+"""Rollout plan and guard tests: probe identifiers by bucket, traffic, ticks, a broken v2."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from conftest import FakeTimer
 from flask import Flask
 
 from flask_tenant_cache.flags import rollout_bucket
+from tests.helpers.app import FakeTimer
 
 _counter = itertools.count()
 
