@@ -58,7 +58,8 @@ class Decision(NamedTuple):
     """The version chosen for one request and why (kept on ``g`` for the request)."""
 
     version: Version
-    #: ``"config"``, ``"percentage"``, ``"provider"``, ``"provider-error"``, ``"override"``.
+    #: ``"config"``, ``"percentage"``, ``"plan"``, ``"provider"``, ``"provider-error"``,
+    #: ``"override"``.
     reason: str
     #: The tenant's rollout bucket in basis points (0-9999), where a percentage decided.
     bucket: int | None = None
@@ -105,7 +106,7 @@ def parse_override(value: Any) -> Override | None:
 
 
 class Rollout:
-    """Picks each request's version: the override, else the provider, else the config.
+    """Picks each request's version: the override, else the plan, the provider or the config.
 
     The override (the kill switch) is set by an operator and kept apart from the settings it
     overrides, so lifting it restores them. Without a provider the config decides:
@@ -126,6 +127,8 @@ class Rollout:
         self._provider = provider
         self._source = source
         self.override: Override | None = None
+        #: The rollout plan's current percentage on v2 (None: no plan), set by its controller.
+        self.plan_percent: float | None = None
         self._lock = threading.Lock()
         self.provider_errors = 0
 
@@ -147,6 +150,9 @@ class Rollout:
             if isinstance(override, str):
                 return Decision(override, "override")
             return _by_percentage(ident.cache_key, override, "override")
+        plan = self.plan_percent
+        if plan is not None:
+            return _by_percentage(ident.cache_key, plan, "plan")
         provider = self.provider
         if provider is not None:
             return self._ask(provider, FlagContext(ident, request, config))
@@ -175,6 +181,8 @@ class Rollout:
         provider = self.provider
         if self.override is not None:
             mode = "override"
+        elif self.plan_percent is not None:
+            mode = "plan"
         elif provider is not None:
             mode = "provider"
         elif config.get("TENANT_CACHE_V2_PERCENT") is not None:
@@ -184,6 +192,7 @@ class Rollout:
         return {
             "mode": mode,
             "override": self.override,
+            "plan_percent": self.plan_percent,
             "v2_percent": config.get("TENANT_CACHE_V2_PERCENT"),
             "use_v2": config.get("TENANT_CACHE_USE_V2"),
             "provider": getattr(provider, "__name__", type(provider).__name__)

@@ -114,7 +114,7 @@ class WarmReport:
     read: int
     #: Rows the loader refused as tenants during the warm (see ``rejected_rows``).
     rejected: int
-    #: Per resolver version, the keys stored in this process (one per alias).
+    #: Per resolver version, the tenants stored in this process.
     stored: dict[str, int]
     #: Per resolver version, the tenants this process holds afterwards: fewer than read when
     #: the cache is smaller than the tenants (LRU eviction).

@@ -509,7 +509,7 @@ def test_warm_then_no_loader_call(client, loader, ext):
     report = ext.warm()
     # id + slug + domain per tenant, per resolver, all kept; no Redis to share them.
     assert (report.read, report.rejected) == (3, 0)
-    assert report.stored == {"v1": 8, "v2": 8}
+    assert report.stored == {"v1": 3, "v2": 3}
     assert report.resident == {"v1": 3, "v2": 3}
     assert (report.shared, report.shared_error) == (None, "TENANT_CACHE_REDIS_URL is not set")
     assert loader.calls == []
