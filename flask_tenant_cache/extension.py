@@ -172,7 +172,7 @@ class TenantCache:
         return _state().invalidate(None)
 
     def warm(self) -> int:
-        """Load every tenant into every resolver; return the cache entries stored.
+        """Load every tenant into every resolver; return the entries stored (one per tenant).
 
         :raises TypeError: if the loader cannot list tenants (no ``iter_tenants``).
         """

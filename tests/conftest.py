@@ -73,7 +73,7 @@ def resolver(make: Any) -> Any:
 
 @pytest.fixture
 def shared_redis() -> Iterator[dict[str, Any]]:
-    """The Redis service, with a prefix and channel of this test's own (deleted after)."""
+    """The Redis service, with a prefix (and so a channel) of this test's own, deleted after."""
     import redis
 
     client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)
@@ -101,6 +101,15 @@ def _redis_binary() -> str:
 
 
 @pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own; never the shared one, since tests break it."""
+    server = PrivateRedis(_redis_binary())
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
     """``start_redis(*options)``: a running redis-server of this test's own, stopped after."""
     binary = _redis_binary()
@@ -115,15 +124,6 @@ def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
     yield start
     for server in servers:
         server.close()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A redis-server of this test's own; never the shared one, since tests break it."""
-    server = PrivateRedis(_redis_binary())
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -36,12 +36,20 @@ class KeySpace:
         self.epoch = self.base + "epoch"
         #: The shared rollout override.
         self.rollout = self.base + "rollout"
+        #: The number of the last bus message (see :mod:`.sequence`).
+        self.sequence = self.base + "seq"
+        #: The channel on which a finished load wakes the processes waiting for it.
+        self.loaded = self.base + "loaded"
         #: The rollout plan's state and the guard's trip.
         self.plan = self.base + "plan"
         #: The last shadow mismatches of every process.
         self.mismatches = self.base + "mismatches"
         #: Matches every key of this app and no other app's, whatever the prefixes.
         self.pattern = escape_glob(self.base) + "*"
+
+    def version(self, key: str) -> str:
+        """The counter that orders the values written to ``key``."""
+        return f"{key}:version"
 
     def entry(self, cache_key: str) -> str:
         """The L2 entry stored under one identifier."""
@@ -61,4 +69,5 @@ class KeySpace:
 
     def kept(self) -> frozenset[bytes]:
         """Keys that outlive a flush of the L2: the counters and the rollout's decisions."""
-        return frozenset(k.encode() for k in (self.epoch, self.rollout, self.plan, self.mismatches))
+        kept = (self.epoch, self.sequence, self.rollout, self.version(self.rollout))
+        return frozenset(k.encode() for k in (*kept, self.plan, self.mismatches))
