@@ -73,7 +73,7 @@ def resolver(make: Any) -> Any:
 
 @pytest.fixture
 def shared_redis() -> Iterator[dict[str, Any]]:
-    """The Redis service, with a prefix and channel of this test's own (deleted after)."""
+    """The Redis service, with a prefix (and so a channel) of this test's own, deleted after."""
     import redis
 
     client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)
@@ -85,25 +85,45 @@ def shared_redis() -> Iterator[dict[str, Any]]:
     yield {
         "TENANT_CACHE_REDIS_URL": SHARED_REDIS_URL,
         "TENANT_CACHE_REDIS_PREFIX": prefix,
-        "TENANT_CACHE_INVALIDATION_CHANNEL": prefix + ":bus",
         "client": client,
     }
-    for key in client.scan_iter(match=prefix + ":*"):
+    for key in client.scan_iter(match="{" + prefix + "}:*"):
         client.delete(key)
     client.close()
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need_service("redis-server", "the binary is not installed")
+        raise AssertionError("unreachable")
+    return binary
 
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A redis-server of this test's own; never the shared one, since tests break it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need_service("redis-server", "the binary is not installed")
-        raise AssertionError("unreachable")
-    server = PrivateRedis(binary)
+    server = PrivateRedis(_redis_binary())
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
+    """``start_redis(*options)``: a running redis-server of this test's own, stopped after."""
+    binary = _redis_binary()
+    servers: list[PrivateRedis] = []
+
+    def start(*args: str) -> PrivateRedis:
+        server = PrivateRedis(binary, *args)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

@@ -54,7 +54,8 @@ def listening(*apps: Flask, serve: Callable[[Flask], Any] | None = None) -> None
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -64,9 +65,11 @@ def _free_port() -> int:
 class PrivateRedis:
     """A redis-server of the test's own, on a free port, to kill, pause and restart."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *args: str) -> None:
         self.binary = binary
-        self.port = _free_port()
+        #: More ``redis-server`` options, given on every start.
+        self.args = args
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="tenant-cache-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -93,6 +96,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 self.dir,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
