@@ -210,7 +210,7 @@ def test_with_first_wins_later_strategies_are_not_run():
 
 
 def test_the_default_is_header_then_host_with_conflicts_refused():
-    app, loader = make()
+    app, _ = make()
     r = get(app, headers={"X-Tenant-ID": "globex", "Host": "acme.example.com"})
     assert (r.status_code, error(r)) == (400, "conflicting_tenant_identifiers")
     assert r.json["message"] == "the header and the host name different tenants"
@@ -230,9 +230,7 @@ def test_the_default_is_header_then_host_with_conflicts_refused():
         ("acme.test", "acme.example.com", "slug:acme"),
     ],
 )
-def test_two_names_of_one_tenant_are_no_conflict_and_cost_no_second_lookup(
-    header, host, confirmed
-):
+def test_two_names_of_one_tenant_are_no_conflict_and_cost_no_second_lookup(header, host, confirmed):
     app, loader = make()
     r = get(app, headers={"X-Tenant-ID": header, "Host": host})
     assert r.status_code == 200, r.json
@@ -258,7 +256,7 @@ def test_a_second_name_that_names_no_tenant_is_no_conflict():
 
 
 def test_a_second_name_of_an_inactive_tenant_is_no_conflict():
-    app, loader = make()
+    app, _loader = make()
     from conftest import update_tenant
 
     with app.app_context():
@@ -290,13 +288,13 @@ def test_a_malformed_identifier_from_any_strategy_is_a_400_before_any_lookup(hea
 
 
 def test_with_first_wins_a_malformed_later_identifier_is_not_read():
-    app, loader = make(TENANT_CACHE_ON_CONFLICT="first")
+    app, _loader = make(TENANT_CACHE_ON_CONFLICT="first")
     r = get(app, headers={"X-Tenant-ID": "acme", "Host": "bad_host.example.com"})
     assert (r.status_code, r.json["slug"]) == (200, "acme")
 
 
 def test_three_strategies_path_first_then_header_and_host():
-    app, loader = make(TENANT_CACHE_STRATEGIES=["path", "header", "host"])
+    app, _loader = make(TENANT_CACHE_STRATEGIES=["path", "header", "host"])
     r = get(app, "/t/acme/ident", headers={"X-Tenant-ID": str(ACME_ID), "Host": "acme.test"})
     assert r.status_code == 200
     assert r.json["confirmed_by"] == [["header", f"uuid:{ACME_ID}"], ["host", "host:acme.test"]]
@@ -452,9 +450,7 @@ def test_behind_proxy_fix_the_forwarded_client_address_is_the_one_compared():
     app, _ = make(TENANT_CACHE_HEADER_TRUSTED=["10.0.0.0/8"])
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_host=1)  # type: ignore[method-assign]
     # The proxy (10.0.0.1) forwards an outside client: the header is not the client's to set.
-    outside = from_addr(
-        "10.0.0.1", **{"X-Tenant-ID": "globex", "X-Forwarded-For": "203.0.113.9"}
-    )
+    outside = from_addr("10.0.0.1", **{"X-Tenant-ID": "globex", "X-Forwarded-For": "203.0.113.9"})
     assert get(app, **outside).status_code == 403
     inside = from_addr("10.0.0.1", **{"X-Tenant-ID": "globex", "X-Forwarded-For": "10.9.9.9"})
     assert get(app, **inside).json["slug"] == "globex"
