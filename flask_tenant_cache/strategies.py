@@ -46,7 +46,6 @@ class Identification(NamedTuple):
 #: Reads the request's identification: the first strategy's, with the others that named a
 #: tenant in ``confirmed_by`` (not yet checked against it); None if no strategy named one.
 Identify = Callable[[WSGIEnviron, Any], Identification | None]
-_Step = Callable[[WSGIEnviron, Any], Identification | None]
 
 _MEMO = 4096
 
@@ -67,21 +66,6 @@ class IdentificationStats:
     def as_dict(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
-
-
-def _memo(
-    name: str, parse: Callable[[str], TenantIdentifier | None]
-) -> Callable[[str], Identification | None]:
-    """``parse`` wrapped to answer an :class:`Identification`, memoised per raw value.
-
-    A hit allocates nothing; rejected input raises and is never memoised.
-    """
-
-    def identification(raw: str) -> Identification | None:
-        ident = parse(raw)
-        return None if ident is None else Identification(name, ident)
-
-    return functools.lru_cache(maxsize=_MEMO)(identification)
 
 
 def parse_path_segment(validator: TenantIdentifierValidator, value: str) -> TenantIdentifier:
@@ -126,79 +110,65 @@ def callable_trust(func: Callable[[Any], bool]) -> Callable[[WSGIEnviron, Any], 
     return trusted
 
 
-def _header_step(
-    settings: Settings, validator: TenantIdentifierValidator, stats: IdentificationStats
-) -> _Step:
+#: Where a strategy reads its raw value: an environ key, or a function of the environ and the
+#: request (a custom strategy, or the header when only some clients may send it).
+_Source = str | Callable[[WSGIEnviron, Any], Any]
+_Parse = Callable[[Any], TenantIdentifier | None]
+
+
+def _header_source(settings: Settings, stats: IdentificationStats) -> _Source:
     key = settings.header_environ_key
-    parse = _memo("header", validator.parse_header)
     trust = settings.header_trusted
     if trust is None:
-
-        def header(environ: WSGIEnviron, req: Any) -> Identification | None:
-            raw = environ.get(key)
-            return None if raw is None else parse(raw)
-
-        return header
-
+        return key
     trusted = callable_trust(trust) if callable(trust) else network_trust(trust)
     refuse = settings.untrusted_header == "refuse"
     message = f"the {settings.header} header is not accepted from this client"
 
-    def trusted_header(environ: WSGIEnviron, req: Any) -> Identification | None:
-        raw = environ.get(key)
-        if raw is None:
-            return None
-        if not trusted(environ, req):
-            stats.add("untrusted_refused" if refuse else "untrusted_ignored")
-            if refuse:
-                raise UntrustedTenantHeader(message)
-            return None
-        return parse(raw)
+    def trusted_header(environ: WSGIEnviron, req: Any) -> str | None:
+        raw: str | None = environ.get(key)
+        if raw is None or trusted(environ, req):
+            return raw
+        stats.add("untrusted_refused" if refuse else "untrusted_ignored")
+        if refuse:
+            raise UntrustedTenantHeader(message)
+        return None
 
     return trusted_header
 
 
-def _host_step(validator: TenantIdentifierValidator) -> _Step:
-    parse = _memo("host", validator.parse_host)
-
-    def host(environ: WSGIEnviron, req: Any) -> Identification | None:
-        raw = environ.get("HTTP_HOST")
-        return parse(raw) if raw else None
-
-    return host
-
-
-def _path_step(validator: TenantIdentifierValidator) -> _Step:
-    parse = _memo("path", functools.partial(parse_path_segment, validator))
-
-    def path(environ: WSGIEnviron, req: Any) -> Identification | None:
-        raw = environ.get(PATH_SEGMENT_KEY)
-        return None if raw is None else parse(raw)
-
-    return path
-
-
-def _custom_step(
-    name: str, func: IdentifierStrategy, validator: TenantIdentifierValidator
-) -> _Step:
-    parse = _memo(name, validator.parse_header)
-
-    def custom(environ: WSGIEnviron, req: Any) -> Identification | None:
-        raw = func(req)
-        if raw is None:
-            return None
+def _custom_parse(name: str, validator: TenantIdentifierValidator) -> _Parse:
+    def parse(raw: Any) -> TenantIdentifier:
         if isinstance(raw, str):
-            return parse(raw)
+            return validator.parse_header(raw)
         if isinstance(raw, TenantIdentifier):
-            return Identification(name, raw)
+            return raw
         if isinstance(raw, uuid.UUID):
-            return Identification(name, TenantIdentifier.uuid(raw))
+            return TenantIdentifier.uuid(raw)
         raise TypeError(
             f"the identifier strategy {name!r} returned {type(raw).__name__}, not a str, "
             "UUID, TenantIdentifier or None"
         )
 
-    return custom
+    return parse
+
+
+def _strategy(
+    name: str,
+    settings: Settings,
+    validator: TenantIdentifierValidator,
+    custom: Mapping[str, IdentifierStrategy],
+    stats: IdentificationStats,
+) -> tuple[_Source, _Parse]:
+    if name == "header":
+        return _header_source(settings, stats), validator.parse_header
+    if name == "host":
+        parse_host = validator.parse_host
+        return "HTTP_HOST", lambda raw: parse_host(raw) if raw else None
+    if name == "path":
+        return PATH_SEGMENT_KEY, functools.partial(parse_path_segment, validator)
+    func = custom[name]
+    return (lambda environ, req: func(req)), _custom_parse(name, validator)
 
 
 def build_chain(
@@ -213,46 +183,79 @@ def build_chain(
     and the later ones are not run. With ``"error"`` every strategy runs, so a malformed value
     from any of them is a 400, and the others that named a tenant come back in
     ``confirmed_by`` for the hook to check against the resolved tenant.
+
+    Parsing is memoised on the raw values (bounded; rejected input raises and is never
+    memoised), so a request like an earlier one gets the same :class:`Identification` back
+    without allocating.
     """
-    steps: list[_Step] = []
-    for name in settings.strategies:
-        if name == "header":
-            steps.append(_header_step(settings, validator, stats))
-        elif name == "host":
-            steps.append(_host_step(validator))
-        elif name == "path":
-            steps.append(_path_step(validator))
-        else:
-            steps.append(_custom_step(name, custom[name], validator))
-    chain = tuple(steps)
+    names = settings.strategies
+    pairs = [_strategy(n, settings, validator, custom, stats) for n in names]
+    sources = tuple(source for source, _ in pairs)
+    parsers = tuple(zip(names, (parse for _, parse in pairs), strict=True))
 
     if settings.on_conflict == "first":
+        memos = tuple(_memo(name, parse) for name, parse in parsers)
+        chain = tuple(zip(sources, memos, strict=True))
 
         def first_wins(environ: WSGIEnviron, req: Any) -> Identification | None:
-            for step in chain:
-                found = step(environ, req)
-                if found is not None:
-                    return found
+            for source, memo in chain:
+                raw = environ.get(source) if isinstance(source, str) else source(environ, req)
+                if raw is not None:
+                    found = memo(raw)
+                    if found is not None:
+                        return found
             return None
 
         return first_wins
 
-    def all_agree(environ: WSGIEnviron, req: Any) -> Identification | None:
-        first = None
-        others: list[Identification] | None = None
-        for step in chain:
-            found = step(environ, req)
-            if found is None:
-                continue
-            if first is None:
-                first = found
-            elif others is None:
-                others = [found]
-            else:
-                others.append(found)
-        if others is None:
-            return first
-        assert first is not None
-        return first._replace(confirmed_by=tuple(others))
+    @functools.lru_cache(maxsize=_MEMO)
+    def combine(*raws: Any) -> Identification | None:
+        named = [
+            Identification(name, ident)
+            for (name, parse), raw in zip(parsers, raws, strict=True)
+            if raw is not None and (ident := parse(raw)) is not None
+        ]
+        if len(named) < 2:
+            return named[0] if named else None
+        first = named[0]
+        return Identification(first.strategy, first.identifier, tuple(named[1:]))
 
-    return all_agree
+    return _reader(sources, combine)
+
+
+def _reader(
+    sources: tuple[_Source, ...], combine: Callable[..., Identification | None]
+) -> Identify:
+    """Read every source and ``combine`` the raw values; unrolled for the usual plain keys."""
+    keys = [s for s in sources if isinstance(s, str)]
+    if len(keys) == len(sources) <= 2:
+        if len(keys) == 1:
+            (key,) = keys
+
+            def one(environ: WSGIEnviron, req: Any) -> Identification | None:
+                return combine(environ.get(key))
+
+            return one
+        first, second = keys
+
+        def two(environ: WSGIEnviron, req: Any) -> Identification | None:
+            return combine(environ.get(first), environ.get(second))
+
+        return two
+
+    def any_sources(environ: WSGIEnviron, req: Any) -> Identification | None:
+        return combine(
+            *[environ.get(s) if isinstance(s, str) else s(environ, req) for s in sources]
+        )
+
+    return any_sources
+
+
+def _memo(name: str, parse: _Parse) -> Callable[[Any], Identification | None]:
+    """``parse`` answering an :class:`Identification`, memoised per raw value."""
+
+    def identification(raw: Any) -> Identification | None:
+        ident = parse(raw)
+        return None if ident is None else Identification(name, ident)
+
+    return functools.lru_cache(maxsize=_MEMO)(identification)
