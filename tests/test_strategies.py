@@ -265,6 +265,18 @@ def test_a_second_name_of_an_inactive_tenant_is_no_conflict():
     assert (r.status_code, r.json["slug"]) == (200, "globex")
 
 
+def test_a_second_lookup_that_fails_is_a_503_not_a_pass():
+    app, loader = make()
+    assert get(app, headers={"X-Tenant-ID": "globex"}).status_code == 200
+    loader.fail = RuntimeError("database down")
+    r = get(app, headers={"X-Tenant-ID": "globex", "Host": "acme.example.com"})
+    assert (r.status_code, error(r)) == (503, "tenant_lookup_failed")
+    assert loader.calls == [SLUG_GLOBEX, SLUG_ACME]
+    loader.fail = None
+    r = get(app, headers={"X-Tenant-ID": "globex", "Host": "acme.example.com"})
+    assert (r.status_code, error(r)) == (400, "conflicting_tenant_identifiers")
+
+
 def test_an_unknown_first_name_is_a_404_whatever_the_second():
     app, loader = make()
     r = get(app, headers={"X-Tenant-ID": "nobody", "Host": "acme.example.com"})
