@@ -151,8 +151,8 @@ def _base_domains(config: Mapping[str, Any]) -> tuple[str, ...]:
         raise ValueError(f"{key} holds an invalid domain: {exc}") from None
 
 
-def _strategies(config: Mapping[str, Any], custom: Collection[str]) -> tuple[str, ...]:
-    key = "TENANT_CACHE_STRATEGIES"
+def _string_list(config: Mapping[str, Any], key: str, expected: str) -> list[str]:
+    """A non-empty list (or tuple) of strings, or one comma-separated string of them."""
     value = config[key]
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -161,7 +161,13 @@ def _strategies(config: Mapping[str, Any], custom: Collection[str]) -> tuple[str
         or not value
         or not all(isinstance(v, str) for v in value)
     ):
-        raise _fail(key, "a non-empty list of strategy names", value)
+        raise _fail(key, expected, config[key])
+    return list(value)
+
+
+def _strategies(config: Mapping[str, Any], custom: Collection[str]) -> tuple[str, ...]:
+    key = "TENANT_CACHE_STRATEGIES"
+    value = _string_list(config, key, "a non-empty list of strategy names")
     if len(set(value)) != len(value):
         raise _fail(key, "a list without repeated names", value)
     known = (*BUILTIN_STRATEGIES, *custom)
@@ -186,14 +192,9 @@ def _header_trusted(config: Mapping[str, Any]) -> HeaderTrust:
     value = config[key]
     if value is None or callable(value):
         return value  # type: ignore[no-any-return]
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if (
-        not isinstance(value, list | tuple)
-        or not value
-        or not all(isinstance(v, str) for v in value)
-    ):
-        raise _fail(key, "None, a callable or a non-empty list of networks in CIDR form", value)
+    value = _string_list(
+        config, key, "None, a callable or a non-empty list of networks in CIDR form"
+    )
     try:
         # strict: "10.0.0.1/8" is a typo for a network or for a host, refuse to guess which.
         return tuple(ipaddress.ip_network(v) for v in value)
