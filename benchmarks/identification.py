@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import random
 import statistics
 from collections.abc import Callable
@@ -9,7 +11,7 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from flask_tenant_cache import TenantCache, signals
+from flask_tenant_cache import TenantCache, current_rollout_decision, signals
 from flask_tenant_cache.config import live_percent
 from flask_tenant_cache.errors import (
     InvalidTenantIdentifier,
@@ -111,8 +113,25 @@ def _app(loader: MemoryLoader, *, old: bool) -> Flask:
     return app
 
 
+def _hook_in_request(app: Flask, environ: dict[str, Any]) -> Callable[[], Any]:
+    """The app's hook, callable alone in a request context of ``environ`` held open for it.
+
+    Each case gets a context (``contextvars``) of its own with its request pushed, so the
+    cases' requests do not share one stack; ``Context.run`` costs every case the same.
+    """
+    context = contextvars.copy_context()
+    context.run(app.request_context(environ.copy()).push)
+    hook = app.before_request_funcs[None][0]
+    context.run(hook)
+    if context.run(lambda: current_rollout_decision()) is None:
+        raise RuntimeError(f"{app.name}: the hook resolved no tenant")
+    return functools.partial(context.run, hook)
+
+
 def bench_identification(settings: Settings) -> GroupResult:
-    """Bare Flask, and the old hook and the default chain for a header, a Host, and both."""
+    """A bare Flask request, and the old hook and the default chain alone, for a header, a
+    Host, and both: the hook alone, so its few hundred ns are not lost in a request's noise.
+    """
     loader = MemoryLoader(make_tenants(1000))
     bare, old, new = _bare_app(), _app(loader, old=True), _app(loader, old=False)
     ns: dict[str, Any] = {"bare": _caller(bare, _environ())}
@@ -122,19 +141,19 @@ def bench_identification(settings: Settings) -> GroupResult:
         for label, app in ((OLD, old), (NEW, new)):
             _check(app, environ, "v2")
             var = f"{label}_{name}".replace(" ", "_").replace("+", "_")
-            ns[var] = _caller(app, environ)
+            ns[var] = _hook_in_request(app, environ)
             cases.append(
                 Case(
                     f"{label}, {name}",
                     f"{var}()",
                     ns,
-                    description=f"{label} on v2, warm, {name}: {headers or ''} Host {host}",
+                    description=f"the {label} alone on v2, warm, {name}: {headers} Host {host}",
                 )
             )
     calls = loader.calls
     result = run_group(
         "identification",
-        "Old hook and the default strategy chain, whole request (µs per request)",
+        "A bare request, and the old hook and the default chain alone (µs per call)",
         cases,
         settings,
         references=[BARE],
@@ -145,25 +164,29 @@ def bench_identification(settings: Settings) -> GroupResult:
     return result
 
 
-def _extra(group: GroupResult, name: str) -> float:
-    """Median over the rounds of (chain - old hook) / bare Flask, all timed in that round."""
-    bare = group.case(BARE).samples_ns
-    old = group.case(f"{OLD}, {name}").samples_ns
-    new = group.case(f"{NEW}, {name}").samples_ns
-    return statistics.median((n - o) / b for n, o, b in zip(new, old, bare, strict=True))
+def _extra(group: GroupResult, name: str) -> tuple[float, float]:
+    """(chain - old hook) / bare Flask: of the bests, and the median of the same-round values.
+
+    The bests of many short rounds are the figure the goal is checked on: on a shared machine
+    the medians measure the other processes as much as the code.
+    """
+    bare, old, new = (group.case(c) for c in (BARE, f"{OLD}, {name}", f"{NEW}, {name}"))
+    best = (new.best_ns - old.best_ns) / bare.best_ns
+    rounds = zip(new.samples_ns, old.samples_ns, bare.samples_ns, strict=True)
+    return best, statistics.median((n - o) / b for n, o, b in rounds)
 
 
 def identification_goals(group: GroupResult) -> list[dict[str, Any]]:
     """The chain at most :data:`GOAL` of a bare request over the old hook, per request kind."""
     goals = []
     for name in REQUESTS:
-        extra = _extra(group, name)
+        best, median = _extra(group, name)
         goals.append(
             {
                 "goal": f"default chain ({name}) at most {GOAL:.0%} of a bare request over "
                 "the old hook",
-                "measured": f"{extra:+.2%}",
-                "met": extra <= GOAL,
+                "measured": f"{best:+.2%} of bests ({median:+.2%} same-round median)",
+                "met": best <= GOAL,
             }
         )
     return goals
@@ -173,10 +196,15 @@ def run(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     """The suite's ``identification`` part."""
     from ._report import print_group
 
-    settings = Settings(repeats=15, target=0.02) if quick else Settings(repeats=101, target=0.02)
+    # Many short rounds: a round that no other process interrupts is likelier when it is short.
+    settings = Settings(repeats=101, target=0.002) if quick else Settings(repeats=501, target=0.002)
     group = bench_identification(settings)
     print_group(group)
     for name in REQUESTS:
-        print(f"  {name}: chain {_extra(group, name):+.2%} of a bare request over the old hook")
+        best, median = _extra(group, name)
+        print(
+            f"  {name}: chain {best:+.2%} of a bare request over the old hook, of bests"
+            f" ({median:+.2%} same-round median)"
+        )
     out["group"] = group.as_dict()
     return identification_goals(group)

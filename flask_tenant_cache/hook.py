@@ -107,7 +107,9 @@ def make_hook(state: AppState) -> Callable[[], None]:
         ctx_g = g._get_current_object()
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
-        ctx_g._tenant_cache_identification = None
+        # Through the dict: g's __setattr__ is Python code, several times the cost.
+        ctx_vars = ctx_g.__dict__
+        ctx_vars["_tenant_cache_identification"] = None
         endpoint = req.endpoint
         if endpoint is None:
             return  # no route matched: the 404 needs no tenant
@@ -139,11 +141,15 @@ def make_hook(state: AppState) -> Callable[[], None]:
             shadow.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:
             # The later names stay unchecked: there is no tenant to check them against.
-            ctx_g._tenant_cache_identification = found._replace(confirmed_by=())
+            ctx_vars["_tenant_cache_identification"] = found._replace(confirmed_by=())
             raise TenantNotFound("no tenant answers to this identifier")
         if found.confirmed_by:
-            found = _confirm(found, tenant, resolvers[version], id_stats)
-        ctx_g._tenant_cache_identification = found
+            answers = tenant.answers_to
+            for other in found.confirmed_by:
+                if not answers(other.identifier):
+                    found = _confirm(found, tenant, resolvers[version], id_stats)
+                    break
+        ctx_vars["_tenant_cache_identification"] = found
         ctx_g._tenant_cache_tenant = tenant
         if resolved.receivers:
             resolved.send(state.app, tenant=tenant, identifier=ident, version=version)
