@@ -98,6 +98,11 @@ class TenantCache:
         if loader is None or not isinstance(loader, TenantLoader):
             raise TypeError("TenantCache needs a loader: an object with load(identifier)")
         settings = load_settings(app.config, self._strategies)
+        for name in self._strategies.keys() - set(settings.strategies):
+            logger.warning(
+                "identifier strategy %r is registered but not in TENANT_CACHE_STRATEGIES: unused",
+                name,
+            )
         state = AppState(
             ext=self,
             app=app,

@@ -383,6 +383,16 @@ def test_registration_by_decorator_and_its_errors():
             ext.identifier_strategy(from_token, name=name)
 
 
+def test_a_registered_strategy_left_out_of_the_chain_is_reported(caplog):
+    with caplog.at_level(logging.WARNING, "flask_tenant_cache"):
+        app = build_app(strategies={"claim": claim})
+    assert "'claim' is registered but not in TENANT_CACHE_STRATEGIES" in caplog.text
+    assert (
+        get(app, "/whoami?tenant=globex", headers={"Host": "acme.example.com"}).json["slug"]
+        == "acme"
+    )
+
+
 def test_an_unregistered_strategy_name_fails_init_app():
     with pytest.raises(ValueError, match="TENANT_CACHE_STRATEGIES names an unknown strategy 'jwt'"):
         build_app(TENANT_CACHE_STRATEGIES=["header", "jwt"])
