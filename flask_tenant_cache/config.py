@@ -10,7 +10,9 @@ from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .guard import GuardLimits
 from .identifiers import InvalidIdentifier, normalize_host
+from .plan import Step, parse_plan
 
 __all__ = [
     "BUILTIN_STRATEGIES",
@@ -45,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_REDIS_URL": None,
     "TENANT_CACHE_REDIS_PREFIX": "tenant-cache",
     "TENANT_CACHE_REDIS_TTL": None,
-    "TENANT_CACHE_INVALIDATION_CHANNEL": "tenant-cache:invalidate",
+    "TENANT_CACHE_INVALIDATION_CHANNEL": None,
     "TENANT_CACHE_REDIS_SOCKET_TIMEOUT": 0.25,
     "TENANT_CACHE_V2_PERCENT": None,
     "TENANT_CACHE_SHADOW_PERCENT": 0,
@@ -53,6 +55,15 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_AUTO_INVALIDATE": False,
     "TENANT_CACHE_STALE_IF_ERROR": 0,
     "TENANT_CACHE_NEGATIVE_MAX_ENTRIES": None,
+    "TENANT_CACHE_ROLLOUT_PLAN": None,
+    "TENANT_CACHE_GUARD": None,
+    "TENANT_CACHE_GUARD_MAX_MISMATCH_RATIO": 0.01,
+    "TENANT_CACHE_GUARD_MAX_ERROR_RATIO": 0.01,
+    "TENANT_CACHE_GUARD_MAX_P99_RATIO": 2.0,
+    "TENANT_CACHE_GUARD_P99_FLOOR": 0.005,
+    "TENANT_CACHE_GUARD_MIN_SAMPLES": 100,
+    "TENANT_CACHE_CONTROL_INTERVAL": 1.0,
+    "TENANT_CACHE_MISMATCH_RECORDS": 50,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -91,12 +102,16 @@ class Settings:
     redis_url: str | None
     redis_prefix: str
     redis_ttl: float
-    invalidation_channel: str
+    invalidation_channel: str | None
     redis_socket_timeout: float
     shadow_timeout: float
     auto_invalidate: bool
     stale_if_error: float
     negative_max_entries: int | None
+    rollout_plan: tuple[Step, ...] | None
+    guard: GuardLimits | None
+    control_interval: float
+    mismatch_records: int
 
 
 def _fail(key: str, expected: str, value: Any) -> ValueError:
@@ -243,17 +258,23 @@ def _redis_url(config: Mapping[str, Any]) -> str | None:
     return value
 
 
-def _name(config: Mapping[str, Any], key: str, *, no_colon: bool = False) -> str:
+def _name(config: Mapping[str, Any], key: str, *, no_braces: bool = False) -> str:
     value = config[key]
     if (
         not isinstance(value, str)
         or not value
         or any(c.isspace() for c in value)
-        or (no_colon and ":" in value)
+        or (no_braces and ("{" in value or "}" in value))
     ):
-        expected = "a non-empty name without spaces" + (" or ':'" if no_colon else "")
+        expected = "a non-empty name without spaces" + (" or braces" if no_braces else "")
         raise _fail(key, expected, value)
     return value
+
+
+def _channel(config: Mapping[str, Any]) -> str | None:
+    if config["TENANT_CACHE_INVALIDATION_CHANNEL"] is None:
+        return None  # the Redis layer derives it from the prefix
+    return _name(config, "TENANT_CACHE_INVALIDATION_CHANNEL")
 
 
 def _percent(config: Mapping[str, Any], key: str, *, optional: bool) -> float | None:
@@ -263,6 +284,41 @@ def _percent(config: Mapping[str, Any], key: str, *, optional: bool) -> float | 
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
         raise _fail(key, "a percentage from 0 to 100" + (" or None" if optional else ""), value)
     return float(value)
+
+
+def _ratio(config: Mapping[str, Any], key: str, *, above_one: bool = False) -> float:
+    value = config[key]
+    low = 1.0 if above_one else 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < low
+        or (not above_one and value > 1)
+    ):
+        raise _fail(key, "a ratio >= 1" if above_one else "a ratio from 0 to 1", value)
+    return float(value)
+
+
+def _rollout_plan(config: Mapping[str, Any]) -> tuple[Step, ...] | None:
+    try:
+        return parse_plan(config["TENANT_CACHE_ROLLOUT_PLAN"])
+    except ValueError as exc:
+        raise ValueError(f"TENANT_CACHE_ROLLOUT_PLAN: {exc}") from None
+
+
+def _guard(config: Mapping[str, Any], plan: tuple[Step, ...] | None) -> GuardLimits | None:
+    enabled = config["TENANT_CACHE_GUARD"]
+    if enabled is not None and not isinstance(enabled, bool):
+        raise _fail("TENANT_CACHE_GUARD", "None (on with a plan), True or False", enabled)
+    limits = GuardLimits(
+        max_mismatch_ratio=_ratio(config, "TENANT_CACHE_GUARD_MAX_MISMATCH_RATIO"),
+        max_error_ratio=_ratio(config, "TENANT_CACHE_GUARD_MAX_ERROR_RATIO"),
+        max_p99_ratio=_ratio(config, "TENANT_CACHE_GUARD_MAX_P99_RATIO", above_one=True),
+        p99_floor=_number(config, "TENANT_CACHE_GUARD_P99_FLOOR"),
+        min_samples=_max_entries(config, "TENANT_CACHE_GUARD_MIN_SAMPLES"),
+    )
+    return limits if (plan is not None if enabled is None else enabled) else None
 
 
 _warned: set[tuple[str, str]] = set()
@@ -300,6 +356,9 @@ def load_settings(
     _percent(config, "TENANT_CACHE_V2_PERCENT", optional=True)
     _percent(config, "TENANT_CACHE_SHADOW_PERCENT", optional=False)
     header = _header(config)
+    plan = _rollout_plan(config)
+    # The prefix is the keys' hash tag ("{prefix}:..."): a brace in it would end the tag early.
+    prefix = _name(config, "TENANT_CACHE_REDIS_PREFIX", no_braces=True)
     return Settings(
         header=header,
         header_environ_key="HTTP_" + header.upper().replace("-", "_"),
@@ -319,14 +378,13 @@ def load_settings(
         admin_token=_admin_token(config),
         v1_max_entries=_max_entries(config, "TENANT_CACHE_V1_MAX_ENTRIES"),
         redis_url=_redis_url(config),
-        # No ':' in it, so no prefix is the start of another's keys ("{prefix}:...").
-        redis_prefix=_name(config, "TENANT_CACHE_REDIS_PREFIX", no_colon=True),
+        redis_prefix=prefix,
         redis_ttl=(
             _number(config, "TENANT_CACHE_TTL", positive=True)
             if config["TENANT_CACHE_REDIS_TTL"] is None
             else _number(config, "TENANT_CACHE_REDIS_TTL", positive=True)
         ),
-        invalidation_channel=_name(config, "TENANT_CACHE_INVALIDATION_CHANNEL"),
+        invalidation_channel=_channel(config),
         redis_socket_timeout=_number(config, "TENANT_CACHE_REDIS_SOCKET_TIMEOUT", positive=True),
         shadow_timeout=_number(config, "TENANT_CACHE_SHADOW_TIMEOUT", positive=True),
         auto_invalidate=_flag(config, "TENANT_CACHE_AUTO_INVALIDATE"),
@@ -336,4 +394,8 @@ def load_settings(
             if config["TENANT_CACHE_NEGATIVE_MAX_ENTRIES"] is None
             else _max_entries(config, "TENANT_CACHE_NEGATIVE_MAX_ENTRIES")
         ),
+        rollout_plan=plan,
+        guard=_guard(config, plan),
+        control_interval=_number(config, "TENANT_CACHE_CONTROL_INTERVAL", positive=True),
+        mismatch_records=_max_entries(config, "TENANT_CACHE_MISMATCH_RECORDS"),
     )

@@ -10,24 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import (
-    ACME_ID,
-    ADMIN_TOKEN,
-    SEED,
-    CountingLoader,
-    make_model,
-)
+import redis
 from flask import Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
-from redis_support import (
-    PrivateRedis,
-    listening,
-    private_redis,
-    redis_apps,
-    shared_redis,
-    stats,
-    wait_for,
-)
 
 from flask_tenant_cache import (
     FlagContext,
@@ -38,8 +23,8 @@ from flask_tenant_cache import (
     current_tenant,
 )
 from flask_tenant_cache.flags import rollout_bucket
-
-__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.app import ACME_ID, ADMIN_TOKEN, SEED, CountingLoader, make_model
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -148,7 +133,7 @@ def test_no_decision_in_an_exempt_view(make_app: Any) -> None:
 
 
 def build_app_with_provider(pick: Callable[[FlagContext], Any], **config: Any) -> Flask:
-    """Like conftest.build_app, but the provider is registered with the decorator."""
+    """Like ``build_app``, but the provider is registered with the decorator."""
     app = Flask(__name__)
     app.config.update(
         TESTING=True,
@@ -392,7 +377,7 @@ def test_an_override_reaches_every_process_within_a_second(
     assert response.json == {"override": "v1", "scope": "cluster"}
     assert decide(a) == ("v1", "override", None)
     wait_for(lambda: decide(b) == ("v1", "override", None), timeout=1.0, what="the override on B")
-    key = f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:rollout"
+    key = f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:rollout"
     assert json.loads(shared_redis["client"].get(key)) == "v1"
 
     response = set_rollout(b, {"override": 50})
@@ -473,6 +458,36 @@ def test_an_override_set_during_an_outage_is_shared_when_redis_returns(
     # it is the newer decision, so it is written to Redis and reaches the peer.
     wait_for(lambda: decide(peer) == ("v1", "override", None), what="the peer's override")
     assert decide(app) == ("v1", "override", None)
+
+
+@pytest.mark.redis
+def test_an_override_kept_during_a_stall_never_undoes_a_newer_one(
+    make_app: Any, private_redis: PrivateRedis
+) -> None:
+    a = make_app(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.2)
+    b = make_app(private_redis.config)
+    listening(a, b, serve=decide)
+    admin = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    admin.execute_command("CLIENT", "PAUSE", 600, "WRITE")  # A's write stalls; it listens on
+    assert set_rollout(a, {"override": "v1"}).json == {"override": "v1", "scope": "process"}
+    wait_for(lambda: admin.set("probe", 1), what="the pause to end")
+    # Later, the operator rolls back on every process; A hears it.
+    assert set_rollout(b, {"override": "v2"}).json == {"override": "v2", "scope": "cluster"}
+    wait_for(lambda: decide(a) == ("v2", "override", None), what="the rollback on A")
+    resubscribes = stats(a)["redis"]["resubscribes"]
+    admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # A reconnects...
+    wait_for(lambda: stats(a)["redis"]["resubscribes"] > resubscribes, what="A's resubscribe")
+    key = f"{{{private_redis_prefix(a)}}}:rollout"
+    # ...and its older override does not come back: not in Redis, not on any process.
+    assert json.loads(admin.get(key)) == "v2"
+    assert decide(a) == decide(b) == ("v2", "override", None)
+    assert stats(a)["redis"]["rollout_superseded"] == 1
+    admin.close()
+
+
+def private_redis_prefix(app: Flask) -> str:
+    prefix: str = app.config["TENANT_CACHE_REDIS_PREFIX"]
+    return prefix
 
 
 @pytest.mark.redis

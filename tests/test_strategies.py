@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, GLOBEX_ID, build_app
 from flask import Flask, jsonify, redirect, request, url_for
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -17,6 +16,7 @@ from flask_tenant_cache import (
     current_identification,
     current_tenant,
 )
+from tests.helpers.app import ACME_ID, GLOBEX_ID, build_app, update_tenant
 
 SLUG_ACME = TenantIdentifier("slug", "acme")
 SLUG_GLOBEX = TenantIdentifier("slug", "globex")
@@ -257,7 +257,6 @@ def test_a_second_name_that_names_no_tenant_is_no_conflict():
 
 def test_a_second_name_of_an_inactive_tenant_is_no_conflict():
     app, _loader = make()
-    from conftest import update_tenant
 
     with app.app_context():
         update_tenant(app, ACME_ID, active=False)
