@@ -41,28 +41,39 @@ REQUESTS = {
 
 
 def _old_hook(state: AppState) -> Callable[[], None]:
-    """The before-request hook as it was before strategies (header, else Host), kept verbatim
-    in its identification step as the baseline: the package no longer holds it."""
+    """The before-request hook as it was before strategies (header, else Host), verbatim: the
+    baseline of this part, which the package no longer holds."""
     settings = state.settings
     header_key = settings.header_environ_key
     parse_header = state.validator.parse_header
     parse_host = state.validator.parse_host
-    exempt, resolvers, config = state.exempt, state.resolvers, state.app.config
-    is_exempt, decide, shadow = state.ext._is_exempt, state.rollout.decide, state.shadow
+    exempt = state.exempt
+    resolvers = state.resolvers
+    config = state.app.config
+    is_exempt = state.ext._is_exempt
+    decide = state.rollout.decide
+    shadow = state.shadow
     resolved = signals.tenant_resolved
     bus = state.redis
+    timer = state.timer
+    control = state.control
+    missing = f"no tenant: send the {settings.header} header or use a tenant's host"
 
     def sampled() -> bool:
         rate = live_percent(config, "TENANT_CACHE_SHADOW_PERCENT")
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]
 
     def resolve_tenant() -> None:
+        started = timer()
+        # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx_g = g._get_current_object()
+        # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
+        ctx_g._tenant_cache_timing = None
         endpoint = req.endpoint
         if endpoint is None:
-            return
+            return  # no route matched: the 404 needs no tenant
         skip = exempt.get(endpoint)
         if skip is None:
             skip = exempt[endpoint] = is_exempt(state, endpoint)
@@ -80,18 +91,23 @@ def _old_hook(state: AppState) -> Callable[[], None]:
             raise InvalidTenantIdentifier(str(exc)) from None
         if ident is None:
             if settings.required:
-                raise MissingTenantIdentifier("no tenant")
+                raise MissingTenantIdentifier(missing)
             return
-        if bus is not None and not bus.started:
-            bus.start()
+        if bus is not None and not bus.serving:
+            bus.start()  # here, not in init_app: the serving process may be a fork
+            if control.active:
+                control.tick()  # the shared plan decides this first request too
         decision = ctx_g._tenant_cache_decision = decide(ident, req, config)
         version = decision.version
+        resolving = timer()
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
+            ctx_g._tenant_cache_timing = (version, started, resolving, timer(), True)
             if shadow is not None and sampled():
                 shadow.submit(version, ident, type(exc).__name__)
             raise
+        ctx_g._tenant_cache_timing = (version, started, resolving, timer(), False)
         if shadow is not None and sampled():
             shadow.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:
