@@ -175,6 +175,12 @@ def _worker(db_path: str, config: dict[str, str], shared: Shared, readers: int, 
                     worst[0] = max(worst[0], lag)
                     if lag > GRACE:
                         counts["late_stale"] += 1
+                        if len(failures) < 10:
+                            failures.append(
+                                f"late stale: tenant {index} v{served} < v{version}, "
+                                f"{began - returned:.2f} s after invalidate(), "
+                                f"{began - back_at:.2f} s after Redis was back"
+                            )
 
     threads = [threading.Thread(target=read, args=(os.getpid() * 10 + i,)) for i in range(readers)]
     for thread in threads:
@@ -286,6 +292,7 @@ def run_soak(settings: SoakConfig) -> dict[str, Any]:
         "lost_writes_noticed": sum(w["redis"].get("lost_writes", 0) for w in workers),
         "gaps": sum(w["redis"].get("gaps", 0) for w in workers),
         "writer_pending_at_end": writer["redis"].get("pending", 0),
+        "writer_bus": writer["redis"],
         "failures": [f for w in workers for f in w["failures"]][:10],
     }
 
