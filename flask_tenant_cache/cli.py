@@ -258,7 +258,7 @@ def warm_command() -> None:
     resident = ", ".join(
         f"{v}: {report.resident[v]} of {report.read} tenants" for v in sorted(report.resident)
     )
-    click.echo(f"this process's caches keep {resident}; they end with this command")
+    click.echo(f"this process keeps {resident}")  # until the command ends
     if report.shared is None:
         raise click.ClickException(f"nothing reached the running servers: {report.shared_error}")
     click.echo(f"stored {report.shared} tenants in Redis: every process reads them on a miss")

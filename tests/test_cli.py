@@ -91,7 +91,7 @@ def test_warm_without_redis_reports_what_it_read_and_fails(app, loader):
     result = cli(app, "warm")
     assert result.exit_code == 1, result.output
     assert "read 3 tenants from the loader" in result.stdout
-    assert "this process's caches keep v1: 3 of 3 tenants, v2: 3 of 3 tenants" in result.stdout
+    assert "this process keeps v1: 3 of 3 tenants, v2: 3 of 3 tenants" in result.stdout
     assert "nothing reached the running servers: TENANT_CACHE_REDIS_URL is not set" in (
         result.stderr
     )
