@@ -41,6 +41,18 @@ class MissingTenantIdentifier(InvalidTenantIdentifier):
     error_code = "missing_tenant_identifier"
 
 
+class ConflictingTenantIdentifiers(InvalidTenantIdentifier):
+    """Two strategies name different tenants (``TENANT_CACHE_ON_CONFLICT = "error"``): 400."""
+
+    error_code = "conflicting_tenant_identifiers"
+
+
+class UntrustedTenantHeader(_JSONError, Forbidden):
+    """The tenant header came from a source ``TENANT_CACHE_HEADER_TRUSTED`` does not trust: 403."""
+
+    error_code = "untrusted_tenant_header"
+
+
 class TenantNotFound(_JSONError, NotFound):
     """No active tenant answers to the identifier: 404."""
 
@@ -87,3 +99,9 @@ class InvalidAdminRequest(_JSONError, BadRequest):
     """An admin route got a malformed body: 400."""
 
     error_code = "invalid_request"
+
+
+class RolloutStateUnavailable(_JSONError, ServiceUnavailable):
+    """The rollout plan's shared state could not be read or written (Redis did not answer)."""
+
+    error_code = "rollout_state_unavailable"

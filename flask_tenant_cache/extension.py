@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, request
 from werkzeug.local import LocalProxy
 
-from .config import load_settings
+from .config import BUILTIN_STRATEGIES, load_settings
 from .errors import AdminAuthRequired, AdminForbidden
+from .figures import make_recorder
 from .flags import Decision, FlagProvider, Rollout
-from .hook import current_decision, current_tenant_or_none, make_hook
+from .hook import current_decision, current_identification, current_tenant_or_none, make_hook
 from .identifiers import TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
+from .mismatches import IgnoreRule
 from .resolvers.base import Resolver
 from .state import AppState
+from .strategies import IdentifierStrategy
 from .tenant import Tenant
 
-__all__ = ["TenantCache", "current_resolver_version", "current_rollout_decision", "current_tenant"]
+__all__ = [
+    "TenantCache",
+    "current_identification",
+    "current_resolver_version",
+    "current_rollout_decision",
+    "current_tenant",
+]
 
 logger = logging.getLogger("flask_tenant_cache")
 
@@ -30,6 +40,7 @@ BLUEPRINT_NAME = "tenant_cache"
 _EXEMPT_ATTR = "_tenant_cache_exempt"
 
 V = TypeVar("V")
+S = TypeVar("S", bound=IdentifierStrategy)
 AdminAuthorizer = Callable[[], bool]
 
 
@@ -55,6 +66,8 @@ class TenantCache:
     :param loader: reads a tenant on a cache miss, e.g. :class:`~.SQLAlchemyTenantLoader`.
     :param flag_provider: picks ``"v1"`` or ``"v2"`` per request; by default
         ``TENANT_CACHE_USE_V2``, read live.
+    :param timer: the monotonic clock of the caches and the figures (tests move it).
+    :param clock: the wall clock of the rollout plan, shared by processes (tests move it).
     """
 
     def __init__(
@@ -63,11 +76,17 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
+        self.timer = timer
+        self.clock = clock
         self._exempt_blueprints: set[str] = set()
         self._admin_authorizer: AdminAuthorizer | None = None
+        self._strategies: dict[str, IdentifierStrategy] = {}
+        self._ignore_rules: list[IgnoreRule] = []
         if app is not None:
             self.init_app(app)
 
@@ -88,7 +107,12 @@ class TenantCache:
         loader = loader or self.loader
         if loader is None or not isinstance(loader, TenantLoader):
             raise TypeError("TenantCache needs a loader: an object with load(identifier)")
-        settings = load_settings(app.config)
+        settings = load_settings(app.config, self._strategies)
+        for name in self._strategies.keys() - set(settings.strategies):
+            logger.warning(
+                "identifier strategy %r is registered but not in TENANT_CACHE_STRATEGIES: unused",
+                name,
+            )
         state = AppState(
             ext=self,
             app=app,
@@ -96,9 +120,18 @@ class TenantCache:
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
             rollout=Rollout(flag_provider or self.flag_provider),
+            timer=self.timer,
+            clock=self.clock,
         )
+        if state.shadow is not None:
+            state.shadow.ignore_rules = self._ignore_rules  # the same list: later rules apply
         app.extensions[EXTENSION_KEY] = state
         app.before_request(make_hook(state))
+        app.after_request(make_recorder(state))
+        if "path" in settings.strategies:
+            from .path_prefix import install
+
+            install(app, settings.path_prefix)
 
         from .cli import tenant_cache_cli
         from .views import blueprint
@@ -116,12 +149,54 @@ class TenantCache:
             setattr(view, _EXEMPT_ATTR, True)
         return view
 
+    @overload
+    def identifier_strategy(self, func: S, *, name: str | None = None) -> S: ...
+
+    @overload
+    def identifier_strategy(
+        self, func: None = None, *, name: str | None = None
+    ) -> Callable[[S], S]: ...
+
+    def identifier_strategy(
+        self, func: S | None = None, *, name: str | None = None
+    ) -> S | Callable[[S], S]:
+        """Register a strategy (a decorator) that ``TENANT_CACHE_STRATEGIES`` may then name.
+
+        Given the request, it returns a raw identifier (a UUID, a slug or a host, read as the
+        header is), a :class:`~.TenantIdentifier`, or None when it names no tenant; it raises
+        :exc:`~.InvalidIdentifier` for a malformed value (a 400). Register it before
+        ``init_app``.
+
+        :param name: the name in ``TENANT_CACHE_STRATEGIES``; by default the function's.
+        :raises ValueError: if the name is a built-in one or already registered.
+        """
+
+        def register(strategy: S) -> S:
+            key = name or getattr(strategy, "__name__", "")
+            if not key or key in BUILTIN_STRATEGIES or key in self._strategies:
+                raise ValueError(f"an identifier strategy needs a name of its own, not {key!r}")
+            self._strategies[key] = strategy
+            return strategy
+
+        return register if func is None else register(func)
+
     def flag_provider_handler(self, func: FlagProvider) -> FlagProvider:
         """Register the flag provider (a decorator): given a :class:`~.flags.FlagContext`, it
         answers ``"v1"`` or ``"v2"`` for the request. Register it before ``init_app``.
         """
         self.flag_provider = func
         return func
+
+    def shadow_ignore(self, rule: IgnoreRule) -> IgnoreRule:
+        """Register an ignore rule (a decorator), like Scientist's ``ignore``.
+
+        ``rule(identifier, v1, v2)`` gets both versions' outcomes of a shadow comparison that
+        differed (a :class:`~.Tenant`, None for not found, or a lookup error's class name) and
+        returns true for a known, accepted difference: it is counted as ``ignored``, not as a
+        mismatch, and neither recorded nor seen by the guard.
+        """
+        self._ignore_rules.append(rule)
+        return rule
 
     def admin_authorizer(self, func: AdminAuthorizer) -> AdminAuthorizer:
         """Register a callback that says whether the current request may use the admin routes."""
@@ -146,7 +221,7 @@ class TenantCache:
         return _state().invalidate(None)
 
     def warm(self) -> int:
-        """Load every tenant into every resolver; return the cache entries stored.
+        """Load every tenant into every resolver; return the entries stored (one per tenant).
 
         :raises TypeError: if the loader cannot list tenants (no ``iter_tenants``).
         """
@@ -159,6 +234,10 @@ class TenantCache:
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version, and the Redis layer's under ``"redis"``."""
         return _state().stats()
+
+    def histograms(self) -> dict[str, Any]:
+        """Since-start resolution and request time histograms per version (for Prometheus)."""
+        return _state().figures.histograms()
 
     def parse_identifier(self, identifier: str | uuid.UUID | TenantIdentifier) -> TenantIdentifier:
         """Validate and normalise a UUID, slug or host as the current app's config reads it."""
@@ -186,6 +265,51 @@ class TenantCache:
         rollout: dict[str, Any] = state.stats()["rollout"]
         return rollout
 
+    def rollout_control(self) -> dict[str, Any]:
+        """The plan, the guard and this process's window, read now from where they are kept.
+
+        :returns: ``stats()["control"]``: ``scope`` (``"cluster"`` with Redis, else
+            ``"process"``), ``plan`` (None without one), ``guard`` (None when off), counters.
+        """
+        return _state().control.status()
+
+    def rollout_pause(self) -> dict[str, Any]:
+        """Stop the rollout plan at its step, on every process (this one without Redis).
+
+        :returns: the plan's state, with ``scope``.
+
+        :raises ValueError: if no plan is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        return _state().control.steer("pause")
+
+    def rollout_resume(self) -> dict[str, Any]:
+        """Clear a pause or the guard's trip (lifting its override): the step bakes again.
+
+        :raises ValueError: if neither a plan nor the guard is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        return _state().control.steer("resume")
+
+    def rollout_restart(self) -> dict[str, Any]:
+        """Start the configured plan again from its first step, replacing the stored one.
+
+        :raises ValueError: if no plan is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        return _state().control.steer("restart")
+
+    def rollout_mismatches(self) -> dict[str, Any]:
+        """The last shadow mismatches, newest first, and where they were kept.
+
+        :returns: ``{"scope": "cluster" | "process", "mismatches": [...]}``; each record has
+            ``key``, ``at``, ``primary`` (the version that served) and ``fields`` (each
+            differing field's value per version; a name and ``extra`` as ``"(hidden)"``).
+        """
+        shadow = _state().shadow
+        assert shadow is not None
+        return {"scope": shadow.records.scope, "mismatches": shadow.records.recent()}
+
     def prometheus_collector(self) -> Any:
         """A prometheus_client collector of the current app's counters, read at scrape time.
 
@@ -194,7 +318,8 @@ class TenantCache:
         """
         from .prometheus import TenantCacheCollector
 
-        return TenantCacheCollector(_state().stats)
+        state = _state()
+        return TenantCacheCollector(state.stats, state.figures.histograms)
 
     def close(self) -> None:
         """Stop the current app's Redis subscriber thread and close its connections."""
