@@ -24,6 +24,9 @@ from flask_tenant_cache import (
     current_tenant,
 )
 
+# Deployments (Cluster, Sentinel, ACL, TLS, Valkey) started once per session for every module.
+pytest_plugins = ["redis_deployments"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 ACME_ID = uuid.UUID("5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a")

@@ -56,7 +56,8 @@ def listening(*apps: Flask, serve: Callable[[Flask], Any] | None = None) -> None
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -68,7 +69,7 @@ class PrivateRedis:
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="tenant-cache-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
