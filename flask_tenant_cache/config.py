@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_REDIS_URL": None,
     "TENANT_CACHE_REDIS_PREFIX": "tenant-cache",
     "TENANT_CACHE_REDIS_TTL": None,
-    "TENANT_CACHE_INVALIDATION_CHANNEL": "tenant-cache:invalidate",
+    "TENANT_CACHE_INVALIDATION_CHANNEL": None,
     "TENANT_CACHE_REDIS_SOCKET_TIMEOUT": 0.25,
     "TENANT_CACHE_V2_PERCENT": None,
     "TENANT_CACHE_SHADOW_PERCENT": 0,
@@ -66,7 +66,7 @@ class Settings:
     redis_url: str | None
     redis_prefix: str
     redis_ttl: float
-    invalidation_channel: str
+    invalidation_channel: str | None
     redis_socket_timeout: float
     shadow_timeout: float
     auto_invalidate: bool
@@ -154,17 +154,23 @@ def _redis_url(config: Mapping[str, Any]) -> str | None:
     return value
 
 
-def _name(config: Mapping[str, Any], key: str, *, no_colon: bool = False) -> str:
+def _name(config: Mapping[str, Any], key: str, *, no_braces: bool = False) -> str:
     value = config[key]
     if (
         not isinstance(value, str)
         or not value
         or any(c.isspace() for c in value)
-        or (no_colon and ":" in value)
+        or (no_braces and ("{" in value or "}" in value))
     ):
-        expected = "a non-empty name without spaces" + (" or ':'" if no_colon else "")
+        expected = "a non-empty name without spaces" + (" or braces" if no_braces else "")
         raise _fail(key, expected, value)
     return value
+
+
+def _channel(config: Mapping[str, Any]) -> str | None:
+    if config["TENANT_CACHE_INVALIDATION_CHANNEL"] is None:
+        return None  # the Redis layer derives it from the prefix
+    return _name(config, "TENANT_CACHE_INVALIDATION_CHANNEL")
 
 
 def _percent(config: Mapping[str, Any], key: str, *, optional: bool) -> float | None:
@@ -206,6 +212,8 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     _percent(config, "TENANT_CACHE_V2_PERCENT", optional=True)
     _percent(config, "TENANT_CACHE_SHADOW_PERCENT", optional=False)
     header = _header(config)
+    # The prefix is the keys' hash tag ("{prefix}:..."): a brace in it would end the tag early.
+    prefix = _name(config, "TENANT_CACHE_REDIS_PREFIX", no_braces=True)
     return Settings(
         header=header,
         header_environ_key="HTTP_" + header.upper().replace("-", "_"),
@@ -220,14 +228,13 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         admin_token=_admin_token(config),
         v1_max_entries=_max_entries(config, "TENANT_CACHE_V1_MAX_ENTRIES"),
         redis_url=_redis_url(config),
-        # No ':' in it, so no prefix is the start of another's keys ("{prefix}:...").
-        redis_prefix=_name(config, "TENANT_CACHE_REDIS_PREFIX", no_colon=True),
+        redis_prefix=prefix,
         redis_ttl=(
             _number(config, "TENANT_CACHE_TTL", positive=True)
             if config["TENANT_CACHE_REDIS_TTL"] is None
             else _number(config, "TENANT_CACHE_REDIS_TTL", positive=True)
         ),
-        invalidation_channel=_name(config, "TENANT_CACHE_INVALIDATION_CHANNEL"),
+        invalidation_channel=_channel(config),
         redis_socket_timeout=_number(config, "TENANT_CACHE_REDIS_SOCKET_TIMEOUT", positive=True),
         shadow_timeout=_number(config, "TENANT_CACHE_SHADOW_TIMEOUT", positive=True),
         auto_invalidate=_flag(config, "TENANT_CACHE_AUTO_INVALIDATE"),

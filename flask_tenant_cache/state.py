@@ -19,8 +19,9 @@ from .resolvers.v2 import UnifiedCacheResolver
 from .shadow import ShadowComparer
 
 if TYPE_CHECKING:
+    from flask_tenant_cache.redis_layer import RedisLayer
+
     from .extension import TenantCache
-    from .redis_layer import RedisLayer
 
 __all__ = ["AppState"]
 
@@ -53,7 +54,7 @@ class AppState:
             "max_negative_entries": s.negative_max_entries,
         }
         if s.redis_url is not None:
-            from .redis_layer import RedisLayer
+            from flask_tenant_cache.redis_layer import RedisLayer
 
             self.redis = RedisLayer(
                 s.redis_url,

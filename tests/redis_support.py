@@ -57,7 +57,7 @@ def listening(*apps: Flask, serve: Callable[[Flask], Any] | None = None) -> None
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
+    """A TCP port that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -67,8 +67,10 @@ def free_port() -> int:
 class PrivateRedis:
     """A redis-server of the test's own, on a free port, to kill, pause and restart."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *args: str) -> None:
         self.binary = binary
+        #: More ``redis-server`` options, given on every start.
+        self.args = args
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="tenant-cache-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -96,6 +98,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 self.dir,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -145,22 +148,42 @@ def shared_redis() -> Iterator[dict[str, Any]]:
     yield {
         "TENANT_CACHE_REDIS_URL": SHARED_REDIS_URL,
         "TENANT_CACHE_REDIS_PREFIX": prefix,
-        "TENANT_CACHE_INVALIDATION_CHANNEL": prefix + ":bus",
         "client": client,
     }
-    for key in client.scan_iter(match=prefix + ":*"):
+    for key in client.scan_iter(match="{" + prefix + "}:*"):
         client.delete(key)
     client.close()
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need_service("redis-server", "the binary is not installed")
+        raise AssertionError("unreachable")
+    return binary
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
+    """``start_redis(*options)``: a running redis-server of this test's own, stopped after."""
+    binary = _redis_binary()
+    servers: list[PrivateRedis] = []
+
+    def start(*args: str) -> PrivateRedis:
+        server = PrivateRedis(binary, *args)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A redis-server of this test's own; never the shared one, since tests break it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need_service("redis-server", "the binary is not installed")
-        raise AssertionError("unreachable")
-    server = PrivateRedis(binary)
+    server = PrivateRedis(_redis_binary())
     server.start()
     yield server
     server.close()

@@ -217,7 +217,8 @@ def test_a_redis_url_without_redis_installed_fails_init_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "flask_tenant_cache.redis_layer", raising=False)
+    for name in [m for m in sys.modules if m.startswith("flask_tenant_cache.redis_layer")]:
+        monkeypatch.delitem(sys.modules, name)
     app = Flask(__name__)
     app.config["TENANT_CACHE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
     ext = TenantCache(loader=CountingLoader(MemoryLoader(ACME)))

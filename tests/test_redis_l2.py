@@ -35,7 +35,7 @@ def get(app: Flask, slug: str, into: list[Any]) -> threading.Thread:
 
 
 def claimed(app: Flask, shared_redis: dict[str, Any], slug: str) -> bool:
-    key = f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:load:slug:{slug}"
+    key = f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:load:slug:{slug}"
     return shared_redis["client"].get(key) is not None
 
 
@@ -109,7 +109,7 @@ def test_an_invalidation_during_the_load_voids_its_not_found_answer(
     loader_of(leader).gate.set()
     lead.join(5)
     marker = shared_redis["client"].get(
-        f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:load:slug:nobody"
+        f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:load:slug:nobody"
     )
     assert marker is None  # no not-found answer written under the new epoch
     follower.test_client().get("/whoami", headers={"X-Tenant-ID": "nobody"})
@@ -119,7 +119,7 @@ def test_an_invalidation_during_the_load_voids_its_not_found_answer(
 def test_a_claim_whose_owner_died_expires(redis_apps: Any, shared_redis: Any) -> None:
     app = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=0.3)
     prefix = shared_redis["TENANT_CACHE_REDIS_PREFIX"]
-    shared_redis["client"].set(f"{prefix}:load:slug:acme", "a-dead-process", px=300)
+    shared_redis["client"].set(f"{{{prefix}}}:load:slug:acme", "a-dead-process", px=300)
     response = app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"})
     assert response.status_code == 200
     assert len(loader_of(app).calls) == 1

@@ -52,7 +52,7 @@ def test_a_load_is_shared_with_other_processes_through_l2(
     assert serve(second)["id"] == str(ACME_ID)
     assert calls(second) == 0  # read from Redis, not from its own database
     assert stats(second)["v2"]["l2"] == {"l2_hits": 1, "l2_misses": 0, "l2_errors": 0}
-    raw = shared_redis["client"].get(f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:t:slug:acme")
+    raw = shared_redis["client"].get(f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:t:slug:acme")
     assert b'"v": 1' in raw
     assert b'"uuid:' + str(ACME_ID).encode() in raw
 
@@ -99,7 +99,7 @@ def test_a_load_racing_an_invalidation_does_not_write_l2(
         other.extensions["test"]["ext"].invalidate(str(ACME_ID))  # ...an invalidation...
     loader.gate.set()  # ...and then its stale result comes back
     worker.join(5)
-    key = f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:t:slug:acme"
+    key = f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:t:slug:acme"
     assert shared_redis["client"].get(key) is None
     serve(other)
     assert calls(other) == 1

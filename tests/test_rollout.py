@@ -392,7 +392,7 @@ def test_an_override_reaches_every_process_within_a_second(
     assert response.json == {"override": "v1", "scope": "cluster"}
     assert decide(a) == ("v1", "override", None)
     wait_for(lambda: decide(b) == ("v1", "override", None), timeout=1.0, what="the override on B")
-    key = f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:rollout"
+    key = f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:rollout"
     assert json.loads(shared_redis["client"].get(key)) == "v1"
 
     response = set_rollout(b, {"override": 50})

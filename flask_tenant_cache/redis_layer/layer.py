@@ -1,0 +1,111 @@
+"""One app's Redis layer: the connection, key space, L2, bus and shared override, composed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask_tenant_cache.identifiers import TenantIdentifier
+from flask_tenant_cache.redis_layer.bus import InvalidationBus, InvalidationHandler
+from flask_tenant_cache.redis_layer.client import RedisConnection
+from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel
+from flask_tenant_cache.redis_layer.l2 import RedisL2
+from flask_tenant_cache.redis_layer.rollout import SharedOverride
+
+__all__ = ["RedisLayer"]
+
+
+class RedisLayer:
+    """A process's Redis: the invalidation bus, the rollout override and the L2 (:attr:`l2`).
+
+    A failing Redis is served around: reads and writes count an error and fall through to the
+    loader (see :class:`~.client.RedisConnection` for the circuit breaker), and invalidations
+    are queued until it answers (see :class:`~.bus.InvalidationBus`).
+
+    :param prefix: what every key and the default channel are named under.
+    :param channel: the invalidation channel (None: derived from the prefix).
+    :param on_invalidate: applies a message from another process to this process's caches.
+    :param on_resubscribe: flushes this process's caches.
+    :param on_rollout: applies a rollout override to this process.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float,
+        channel: str | None,
+        socket_timeout: float,
+        on_invalidate: InvalidationHandler,
+        on_resubscribe: Callable[[], object],
+        on_rollout: Callable[[Any], object] = lambda value: None,
+        load_timeout: float | None = 5.0,
+        retry_interval: float = 1.0,
+        max_pending: int = 1000,
+    ) -> None:
+        self.conn = RedisConnection(
+            url, socket_timeout=socket_timeout, retry_interval=retry_interval
+        )
+        self.keys = KeySpace(prefix)
+        #: The second layer, for the resolvers.
+        self.l2 = RedisL2(self.conn, self.keys, ttl=ttl, load_timeout=load_timeout)
+        self.bus = InvalidationBus(
+            self.conn,
+            self.l2,
+            channel=channel if channel is not None else default_channel(prefix),
+            on_invalidate=on_invalidate,
+            on_resubscribe=on_resubscribe,
+            on_subscribed=lambda: self.rollout.subscribed(),
+            on_rollout=lambda value: self.rollout.received(value),
+            max_pending=max_pending,
+        )
+        self.rollout = SharedOverride(
+            self.conn, self.keys, publish=self.bus.publish, apply=on_rollout
+        )
+
+    @property
+    def started(self) -> bool:
+        """Whether this process's subscriber thread was started."""
+        return self.bus.started
+
+    @property
+    def node_id(self) -> str:
+        """This process's identity on the bus and in claims."""
+        return self.conn.node_id
+
+    @property
+    def pending(self) -> int:
+        """Invalidations waiting for Redis to answer again."""
+        return self.bus.pending
+
+    def invalidate(self, ident: TenantIdentifier | None) -> list[str]:
+        """Drop ``ident``'s tenant (None: everything) from L2, then tell every process."""
+        return self.bus.invalidate(ident)
+
+    def set_rollout(self, value: Any) -> bool:
+        """Share the rollout override (None lifts it); False if Redis could not be told."""
+        return self.rollout.set(value)
+
+    def sync_rollout(self) -> None:
+        """Apply the override stored in Redis to this process."""
+        self.rollout.sync()
+
+    def start(self) -> None:
+        """Start this process's subscriber (idempotent; called lazily after a fork).
+
+        The stored rollout override is read first, so the request that starts it is already
+        decided by it (the subscriber reads it again once subscribed).
+        """
+        if not self.bus.started:
+            self.rollout.sync()
+        self.bus.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the subscriber thread and close the connections."""
+        self.bus.stop(timeout)
+        self.conn.close()
+
+    def stats(self) -> dict[str, int]:
+        """The bus's and the L2's counters, Redis errors, and the invalidations queued."""
+        return {**self.bus.stats(), **self.l2.stats(), "errors": self.conn.errors}
