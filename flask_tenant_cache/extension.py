@@ -55,6 +55,10 @@ class TenantCache:
     :param loader: reads a tenant on a cache miss, e.g. :class:`~.SQLAlchemyTenantLoader`.
     :param flag_provider: picks ``"v1"`` or ``"v2"`` per request; by default
         ``TENANT_CACHE_USE_V2``, read live.
+    :param redis: the Redis of the second layer and the bus: a redis-py client
+        (``redis.Redis``, ``redis.cluster.RedisCluster``, ``Sentinel(...).master_for(name)``)
+        or a zero-argument callable that returns one, called in each process (again after a
+        fork). Instead of ``TENANT_CACHE_REDIS_URL``.
     """
 
     def __init__(
@@ -63,9 +67,11 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        redis: Any = None,
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
+        self.redis = redis
         self._exempt_blueprints: set[str] = set()
         self._admin_authorizer: AdminAuthorizer | None = None
         if app is not None:
@@ -77,11 +83,16 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        redis: Any = None,
     ) -> None:
         """Validate the config, build the resolvers and register the hook, blueprint and CLI.
 
+        The arguments, given here, win over those given to the constructor.
+
         :raises RuntimeError: if ``app`` already has this extension.
-        :raises ValueError: naming the first invalid ``TENANT_CACHE_*`` key.
+        :raises ValueError: naming the first invalid ``TENANT_CACHE_*`` key, or a Redis
+            deployment the extension cannot work with (a plain client on a cluster, a
+            replica, an ACL user without a command, the keys or the channel), if it answers.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("TenantCache is already registered on this app")
@@ -96,6 +107,7 @@ class TenantCache:
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
             rollout=Rollout(flag_provider or self.flag_provider),
+            redis_source=redis if redis is not None else self.redis,
         )
         app.extensions[EXTENSION_KEY] = state
         app.before_request(make_hook(state))

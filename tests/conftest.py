@@ -114,13 +114,15 @@ def build_app(
     loader_factory: Callable[..., Any] | None = None,
     flag_provider: Any = None,
     admin_authorizer: Callable[[], bool] | None = None,
+    redis: Any = None,
     **config: Any,
 ) -> Flask:
     """An app with the extension, a seeded tenant table and a few views.
 
     The loader is a ``CountingLoader`` around ``SQLAlchemyTenantLoader`` unless
     ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
-    ``flag_provider`` goes to ``TenantCache`` and ``admin_authorizer`` is registered on it.
+    ``flag_provider`` and ``redis`` go to ``TenantCache`` and ``admin_authorizer`` is
+    registered on it.
     ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a token.
     """
     app = Flask(__name__)
@@ -139,7 +141,7 @@ def build_app(
         loader = CountingLoader(SQLAlchemyTenantLoader(db, model, active_column="active"))
     else:
         loader = loader_factory(db, model, active_column="active")
-    tenant_cache = TenantCache(app, loader=loader, flag_provider=flag_provider)
+    tenant_cache = TenantCache(app, loader=loader, flag_provider=flag_provider, redis=redis)
     if admin_authorizer is not None:
         tenant_cache.admin_authorizer(admin_authorizer)
     app.extensions["test"] = {"db": db, "model": model, "loader": loader, "ext": tenant_cache}

@@ -110,7 +110,7 @@ class InvalidationBus:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Announce ``message`` to every other process (raises what Redis raises)."""
-        self.conn.client.publish(self.channel, json.dumps({"o": self.conn.node_id, **message}))
+        self.conn.publish(self.channel, json.dumps({"o": self.conn.node_id, **message}))
         with self._lock:
             self.counters["published"] += 1
 
@@ -169,7 +169,7 @@ class InvalidationBus:
         backoff = 0.05
         subscribed_before = False
         while not self._stop.is_set():
-            pubsub = self.conn.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self.conn.pubsub()
             try:
                 pubsub.subscribe(self.channel)
                 while not self._stop.is_set():

@@ -101,6 +101,9 @@ redis.call('INCR', KEYS[1])
 return 1
 """
 
+#: Every script's source (the start-up check tries each command they run).
+SCRIPTS = (_FINISH, _GET_OR_CLAIM, _ABANDON, _DROP)
+
 
 def _tenant_id(raw: Any) -> str | None:
     try:

@@ -7,9 +7,9 @@ from typing import Any
 
 from flask_tenant_cache.identifiers import TenantIdentifier
 from flask_tenant_cache.redis_layer.bus import InvalidationBus, InvalidationHandler
-from flask_tenant_cache.redis_layer.client import RedisConnection
+from flask_tenant_cache.redis_layer.client import RedisConnection, RedisSource, script_commands
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel
-from flask_tenant_cache.redis_layer.l2 import RedisL2
+from flask_tenant_cache.redis_layer.l2 import SCRIPTS, RedisL2
 from flask_tenant_cache.redis_layer.rollout import SharedOverride
 
 __all__ = ["RedisLayer"]
@@ -22,6 +22,8 @@ class RedisLayer:
     loader (see :class:`~.client.RedisConnection` for the circuit breaker), and invalidations
     are queued until it answers (see :class:`~.bus.InvalidationBus`).
 
+    :param source: the client, a callable that returns one, or a URL (see
+        :data:`~.client.RedisSource`).
     :param prefix: what every key and the default channel are named under.
     :param channel: the invalidation channel (None: derived from the prefix).
     :param on_invalidate: applies a message from another process to this process's caches.
@@ -31,7 +33,7 @@ class RedisLayer:
 
     def __init__(
         self,
-        url: str,
+        source: RedisSource,
         *,
         prefix: str,
         ttl: float,
@@ -45,7 +47,7 @@ class RedisLayer:
         max_pending: int = 1000,
     ) -> None:
         self.conn = RedisConnection(
-            url, socket_timeout=socket_timeout, retry_interval=retry_interval
+            source, socket_timeout=socket_timeout, retry_interval=retry_interval
         )
         self.keys = KeySpace(prefix)
         #: The second layer, for the resolvers.
@@ -63,6 +65,10 @@ class RedisLayer:
         self.rollout = SharedOverride(
             self.conn, self.keys, publish=self.bus.publish, apply=on_rollout
         )
+
+    def check(self) -> None:
+        """Refuse (``ValueError``) a deployment this app cannot work with, if Redis answers."""
+        self.conn.check(self.keys, self.bus.channel, script_commands(SCRIPTS))
 
     @property
     def started(self) -> bool:
@@ -108,4 +114,9 @@ class RedisLayer:
 
     def stats(self) -> dict[str, int]:
         """The bus's and the L2's counters, Redis errors, and the invalidations queued."""
-        return {**self.bus.stats(), **self.l2.stats(), "errors": self.conn.errors}
+        return {
+            **self.bus.stats(),
+            **self.l2.stats(),
+            "errors": self.conn.errors,
+            "configuration_errors": self.conn.configuration_errors,
+        }
