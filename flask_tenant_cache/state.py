@@ -56,6 +56,8 @@ class AppState:
             "max_negative_entries": s.negative_max_entries,
         }
         source = self.redis_source
+        if isinstance(source, str):
+            raise TypeError("redis= takes a client; a URL goes in TENANT_CACHE_REDIS_URL")
         if source is not None and s.redis_url is not None:
             raise ValueError(
                 "TENANT_CACHE_REDIS_URL and redis= both name a Redis: give one of them"

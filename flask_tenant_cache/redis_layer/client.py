@@ -226,7 +226,7 @@ class RedisConnection:
     def failed(self, what: str, exc: BaseException) -> None:
         """Count a failure, start the pause, and log the first of an outage with its text.
 
-        A configuration error (see :func:`is_configuration_error`) is counted apart and
+        A configuration error (see :func:`is_configuration_error`) is also counted apart and
         logged as an error. A READONLY answer also drops the client's connections: the
         server at that address became a replica, and an address that follows the primary
         (a managed service's primary endpoint) gives the new one on the next connection.
@@ -240,7 +240,7 @@ class RedisConnection:
             self._outage = True
         if isinstance(exc, ReadOnlyError) and isinstance(self._client, redis.Redis):
             self._client.connection_pool.disconnect()
-        if configuration:
+        if first and configuration:
             logger.error(
                 "tenant cache: Redis %s refused by the deployment (a configuration error, "
                 "not an outage: see the deployment guide): %s",
@@ -365,7 +365,7 @@ def _refusal(command: str, exc: NoPermissionError, keys: KeySpace, channel: str)
 
 #: Commands every deployment needs outside the scripts: redis-py runs the scripts with
 #: EVALSHA and loads them with SCRIPT LOAD the first time; the rest read, flush and publish.
-BASE_COMMANDS = ("ping", "evalsha", "script|load", "get", "set", "del", "incr", "scan", "unlink")
+BASE_COMMANDS = ("ping", "evalsha", "script|load", "get", "set", "del", "incrby", "scan", "unlink")
 
 #: A harmless call of each command the extension runs, on a key of its own.
 PROBES: dict[str, Callable[[str], tuple[Any, ...]]] = {
@@ -376,6 +376,7 @@ PROBES: dict[str, Callable[[str], tuple[Any, ...]]] = {
     "set": lambda key: ("SET", key, "1", "PX", 60000),
     "del": lambda key: ("DEL", key),
     "incr": lambda key: ("INCR", key),
+    "incrby": lambda key: ("INCRBY", key, 1),
     "expire": lambda key: ("EXPIRE", key, 60),
     "sadd": lambda key: ("SADD", key + ":set", "1"),
     "smembers": lambda key: ("SMEMBERS", key + ":set"),

@@ -1,0 +1,77 @@
+"""How to give the extension each kind of Redis deployment (the deployment guide shows these)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
+
+#: Every command the extension runs, for an ACL user limited to the app's prefix: the start-up
+#: check (HELLO), the scripts (EVALSHA, SCRIPT LOAD and what they call), the flush of
+#: ``invalidate_all`` (SCAN, UNLINK), the bus and the health checks (PING).
+#: On a cluster, the bus is sharded: ``+spublish +ssubscribe`` instead of the last two.
+ACL_COMMANDS = [
+    *("+hello", "+ping", "+evalsha", "+script|load"),
+    *("+get", "+set", "+del", "+incr", "+incrby", "+expire", "+sadd", "+smembers"),
+    *("+scan", "+unlink", "+publish", "+subscribe"),
+]
+
+
+def acl_rules(prefix: str, *, cluster: bool = False) -> list[str]:
+    """The ``ACL SETUSER`` rules of a least-privilege user for ``TENANT_CACHE_REDIS_PREFIX``.
+
+    Keys and channels are named ``{prefix}:...`` (the prefix is the cluster hash tag).
+    """
+    commands = [*ACL_COMMANDS[:-2], "+spublish", "+ssubscribe"] if cluster else ACL_COMMANDS
+    return ["resetkeys", "resetchannels", f"~{{{prefix}}}:*", f"&{{{prefix}}}:*", *commands]
+
+
+def sentinel_client(sentinels: list[tuple[str, int]], name: str) -> Callable[[], Any]:
+    """Sentinel: the master of ``name``, found again through the sentinels after a failover."""
+
+    def connect() -> Any:
+        sentinel = Sentinel(sentinels, socket_timeout=0.5)
+        return sentinel.master_for(name, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    return connect
+
+
+def cluster_client(url: str) -> Callable[[], Any]:
+    """Redis Cluster (or a managed service in cluster mode): any node's URL; it finds the rest."""
+
+    def connect() -> Any:
+        return RedisCluster.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    return connect
+
+
+def tls_client(
+    host: str,
+    port: int,
+    *,
+    ca: str,
+    cert: str | None = None,
+    key: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> Callable[[], Any]:
+    """TLS, verified against the CA ``ca``; with ``cert`` and ``key``, mutual TLS."""
+
+    def connect() -> Any:
+        return redis.Redis(
+            host=host,
+            port=port,
+            ssl=True,
+            ssl_ca_certs=ca,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            username=username,
+            password=password,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+
+    return connect
