@@ -33,8 +33,10 @@ def sentinel_client(sentinels: list[tuple[str, int]], name: str) -> Callable[[],
     """Sentinel: the master of ``name``, found again through the sentinels after a failover."""
 
     def connect() -> Any:
-        sentinel = Sentinel(sentinels, socket_timeout=0.5)
-        return sentinel.master_for(name, socket_timeout=0.5, socket_connect_timeout=0.5)
+        sentinel = Sentinel(sentinels, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            name, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
 
     return connect
 
