@@ -15,7 +15,7 @@ from redis.sentinel import Sentinel
 #: On a cluster, the bus is sharded: ``+spublish +ssubscribe`` instead of the last two.
 ACL_COMMANDS = [
     *("+hello", "+ping", "+evalsha", "+script|load"),
-    *("+get", "+set", "+del", "+incr", "+incrby", "+expire", "+sadd", "+smembers"),
+    *("+get", "+mget", "+set", "+del", "+incr", "+incrby", "+expire", "+sadd", "+smembers"),
     *("+scan", "+unlink", "+publish", "+subscribe"),
 ]
 

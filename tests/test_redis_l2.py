@@ -125,3 +125,32 @@ def test_a_claim_whose_owner_died_expires(redis_apps: Any, shared_redis: Any) ->
     assert len(loader_of(app).calls) == 1
     assert redis_stats(app)["remote_waits"] == 1
     assert redis_stats(app)["remote_hits"] == 0
+
+
+ACME = "5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a"
+UNREADABLE_ENTRIES = [
+    b"[1, 2]",
+    b'"a string"',
+    b"42",
+    b"\xff not utf-8",
+    b'{"v": 1}',
+    b'{"v": 1, "tenant": [1]}',
+    b'{"v": 1, "tenant": {"id": "' + ACME.encode() + b'", "slug": 5}}',
+    b'{"v": 1, "tenant": {"id": "not-a-uuid", "slug": "acme"}}',
+    b'{"v": 1, "tenant": {"id": "' + ACME.encode() + b'", "slug": "acme", "domains": "x"}}',
+    b'{"v": 1, "tenant": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+]
+
+
+@pytest.mark.parametrize("raw", UNREADABLE_ENTRIES, ids=range(len(UNREADABLE_ENTRIES)))
+def test_an_unreadable_entry_is_a_counted_miss_the_loader_answers(
+    redis_apps: Any, shared_redis: Any, raw: bytes
+) -> None:
+    app = redis_apps(shared_redis)
+    prefix = shared_redis["TENANT_CACHE_REDIS_PREFIX"]
+    shared_redis["client"].set(f"{{{prefix}}}:t:slug:acme", raw, ex=60)
+    response = app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"})
+    assert response.status_code == 200, response.data
+    assert response.json["slug"] == "acme"
+    assert len(loader_of(app).calls) == 1
+    assert redis_stats(app)["unreadable_entries"] == 1

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from conftest import (
     ACME_ID,
     ADMIN_TOKEN,
@@ -473,6 +474,36 @@ def test_an_override_set_during_an_outage_is_shared_when_redis_returns(
     # it is the newer decision, so it is written to Redis and reaches the peer.
     wait_for(lambda: decide(peer) == ("v1", "override", None), what="the peer's override")
     assert decide(app) == ("v1", "override", None)
+
+
+@pytest.mark.redis
+def test_an_override_kept_during_a_stall_never_undoes_a_newer_one(
+    make_app: Any, private_redis: PrivateRedis
+) -> None:
+    a = make_app(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.2)
+    b = make_app(private_redis.config)
+    listening(a, b, serve=decide)
+    admin = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    admin.execute_command("CLIENT", "PAUSE", 600, "WRITE")  # A's write stalls; it listens on
+    assert set_rollout(a, {"override": "v1"}).json == {"override": "v1", "scope": "process"}
+    wait_for(lambda: admin.set("probe", 1), what="the pause to end")
+    # Later, the operator rolls back on every process; A hears it.
+    assert set_rollout(b, {"override": "v2"}).json == {"override": "v2", "scope": "cluster"}
+    wait_for(lambda: decide(a) == ("v2", "override", None), what="the rollback on A")
+    resubscribes = stats(a)["redis"]["resubscribes"]
+    admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # A reconnects...
+    wait_for(lambda: stats(a)["redis"]["resubscribes"] > resubscribes, what="A's resubscribe")
+    key = f"{{{private_redis_prefix(a)}}}:rollout"
+    # ...and its older override does not come back: not in Redis, not on any process.
+    assert json.loads(admin.get(key)) == "v2"
+    assert decide(a) == decide(b) == ("v2", "override", None)
+    assert stats(a)["redis"]["rollout_superseded"] == 1
+    admin.close()
+
+
+def private_redis_prefix(app: Flask) -> str:
+    prefix: str = app.config["TENANT_CACHE_REDIS_PREFIX"]
+    return prefix
 
 
 @pytest.mark.redis

@@ -22,6 +22,36 @@ logger = logging.getLogger("flask_tenant_cache")
 #: What the bus does on a message: (cache key or None for all, tenant ids).
 InvalidationHandler = Callable[[str | None, list[str]], object]
 
+#: Messages longer than this are dropped unread: ours are far shorter, and parsing is bounded.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def decode(data: Any) -> dict[str, Any] | None:
+    """A bus message as a dict with its origin ``"o"`` checked, or None if it cannot be read.
+
+    Anything may arrive on a channel (another version, a stray client, a hostile peer): no
+    exception raised by parsing one, ``RecursionError`` included, leaves this function.
+    """
+    if not isinstance(data, bytes | str) or len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        message = json.loads(data)
+    except Exception:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("o"), str):
+        return None
+    if "rollout" in message:
+        rv = message.get("rv")
+        return message if isinstance(rv, int) and not isinstance(rv, bool) else None
+    key, ids = message.get("k"), message.get("ids")
+    if (key is not None and not isinstance(key, str)) or not isinstance(ids, list):
+        return None
+    try:
+        message["ids"] = [str(uuid.UUID(i)) for i in ids]
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return message
+
 
 class InvalidationBus:
     """Invalidations shared by every process: L2 first, then a message on ``channel``.
@@ -34,7 +64,7 @@ class InvalidationBus:
     :param on_invalidate: applies a message from another process to this process's caches.
     :param on_resubscribe: flushes this process's caches.
     :param on_subscribed: runs after each (re)subscribe and flush (the rollout's resync).
-    :param on_rollout: applies a rollout override announced by another process.
+    :param on_rollout: applies a rollout override (and its version) another process stored.
     """
 
     def __init__(
@@ -46,7 +76,7 @@ class InvalidationBus:
         on_invalidate: InvalidationHandler,
         on_resubscribe: Callable[[], object],
         on_subscribed: Callable[[], object],
-        on_rollout: Callable[[Any], object],
+        on_rollout: Callable[[Any, int], object],
         max_pending: int = 1000,
     ) -> None:
         self.conn = conn
@@ -59,6 +89,9 @@ class InvalidationBus:
         self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
         self._pending_overflow = False
+        self._overflows = 0
+        self._send_lock = threading.Lock()
+        self._logged_dropped = False
         self.counters = dict.fromkeys(
             (
                 "published",
@@ -68,6 +101,10 @@ class InvalidationBus:
                 "disconnects",
                 "pending_sent",
                 "dropped_messages",
+                "handler_errors",
+                "subscriber_errors",
+                "subscriber_deaths",
+                "subscriber_restarts",
             ),
             0,
         )
@@ -90,6 +127,9 @@ class InvalidationBus:
         key = None if ident is None else ident.cache_key
         if self._pending and self.conn.available():
             self._send_pending()  # older ones first, whoever comes next
+        if self._pending:
+            self._queue(key)  # behind the older ones, in order
+            return []
         try:
             ids = self._send(key)
         except ERRORS as exc:
@@ -118,44 +158,85 @@ class InvalidationBus:
         with self._lock:
             if len(self._pending) == self._pending.maxlen:
                 self._pending_overflow = True
+                self._overflows += 1
             self._pending.append(key)
+        # Delivered when Redis answers again, whatever this process serves meanwhile: the
+        # subscriber reconnects on its own and sends the queue first.
+        self.start()
 
     def _send_pending(self) -> None:
-        with self._lock:
-            if self._pending_overflow:
-                batch: list[str | None] = [None]
-            else:
-                batch = list(dict.fromkeys(self._pending))
-            self._pending.clear()
-            self._pending_overflow = False
-        for index, key in enumerate(batch):
-            try:
-                self._send(key)
-            except ERRORS as exc:
-                self.conn.failed("queued invalidation", exc)
-                for rest in batch[index:]:
-                    self._queue(rest)
-                return
+        """Send the queue, oldest first; each stays queued (so L2 stays unread) until sent."""
+        if not self._send_lock.acquire(blocking=False):
+            return  # another thread is sending it
+        try:
             with self._lock:
-                self.counters["pending_sent"] += 1
+                overflows, count = self._overflows, len(self._pending)
+                batch = [None] if self._pending_overflow else list(dict.fromkeys(self._pending))
+            for key in batch:
+                try:
+                    ids = self._send(key)
+                except ERRORS as exc:
+                    self.conn.failed("queued invalidation", exc)
+                    return  # all of it stays queued: sending one twice is harmless
+                with self._lock:
+                    self.counters["pending_sent"] += 1
+                # Whatever this process read from Redis since it was queued is dropped again.
+                self._apply_locally(key, ids)
+            with self._lock:
+                if overflows == self._overflows:  # else some that came since were lost too
+                    self._pending_overflow = False
+                    for _ in range(count):
+                        self._pending.popleft()
+        finally:
+            self._send_lock.release()
+
+    def _apply_locally(self, key: str | None, ids: list[str]) -> None:
+        if key is None:
+            self._on_resubscribe()
+        else:
+            self._on_invalidate(key, ids)
 
     @property
     def pending(self) -> int:
-        """Invalidations waiting for Redis to answer again."""
+        """Invalidations waiting for Redis to answer again (L2 is not read meanwhile)."""
         return len(self._pending)
 
     # -- the subscriber ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start this process's subscriber thread (idempotent; called lazily after a fork)."""
+        """Start this process's subscriber thread (idempotent; called lazily after a fork).
+
+        A thread that died is started again, and the restart counted.
+        """
         with self._lock:
             if self.started:
                 return
             self.started = True
+            if self._thread is not None:
+                self.counters["subscriber_restarts"] += 1
             self._thread = threading.Thread(
-                target=self._listen, name="tenant-cache-invalidation-bus", daemon=True
+                target=self._run, name="tenant-cache-invalidation-bus", daemon=True
             )
         self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._listen()
+                except Exception:
+                    # A bug here must not end the invalidations of this process: count it and
+                    # listen again (the resubscribe flushes what it may have missed).
+                    with self._lock:
+                        self.counters["subscriber_errors"] += 1
+                    logger.exception("tenant cache: the invalidation subscriber failed")
+                    self._stop.wait(1.0)
+        finally:
+            if not self._stop.is_set():
+                with self._lock:
+                    self.counters["subscriber_deaths"] += 1
+                    self.started = False  # the next request or invalidation starts another
+                logger.error("tenant cache: the invalidation subscriber died; it will restart")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the subscriber thread and make one last attempt at the queue."""
@@ -202,28 +283,30 @@ class InvalidationBus:
         self._on_resubscribe()
         self._on_subscribed()
 
-    def _received(self, data: bytes) -> None:
-        try:
-            message = json.loads(data)
-            if "rollout" in message:
-                with self._lock:
-                    self.counters["received"] += 1
-                if message["o"] != self.conn.node_id:
-                    self._on_rollout(message["rollout"])
-                return
-            origin, key, ids = message["o"], message["k"], message["ids"]
-            if key is not None and not isinstance(key, str):
-                raise TypeError("key")
-            ids = [str(uuid.UUID(i)) for i in ids]
-        except (ValueError, KeyError, TypeError, AttributeError):
+    def _received(self, data: Any) -> None:
+        message = decode(data)
+        if message is None:
             with self._lock:
                 self.counters["dropped_messages"] += 1
-            logger.warning("tenant cache: malformed invalidation message dropped: %r", data[:200])
+                first, self._logged_dropped = not self._logged_dropped, True
+            if first:  # counted always; logged once, so a flood of them cannot flood the log
+                logger.warning("tenant cache: unreadable bus message dropped: %.200r", data)
             return
         with self._lock:
             self.counters["received"] += 1
-        if origin != self.conn.node_id:
-            self._on_invalidate(key, ids)
+        if message["o"] == self.conn.node_id:
+            return
+        if "rollout" in message:
+            self._on_rollout(message["rollout"], message["rv"])
+            return
+        try:
+            self._on_invalidate(message["k"], message["ids"])
+        except Exception:
+            # Not applied as asked: drop everything instead, which covers it.
+            with self._lock:
+                self.counters["handler_errors"] += 1
+            logger.exception("tenant cache: an invalidation failed; flushing the local caches")
+            self._on_resubscribe()
 
     def stats(self) -> dict[str, int]:
         """The bus's counters, with the invalidations still queued."""

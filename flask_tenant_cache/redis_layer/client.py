@@ -363,9 +363,12 @@ def _refusal(command: str, exc: NoPermissionError, keys: KeySpace, channel: str)
     return f"the command {command.upper()} (add +{command})"
 
 
-#: Commands every deployment needs outside the scripts: redis-py runs the scripts with
-#: EVALSHA and loads them with SCRIPT LOAD the first time; the rest read, flush and publish.
-BASE_COMMANDS = ("ping", "evalsha", "script|load", "get", "set", "del", "incrby", "scan", "unlink")
+#: Commands run outside the scripts: redis-py runs the scripts with EVALSHA and loads them
+#: with SCRIPT LOAD the first time; the rest read, flush and publish.
+BASE_COMMANDS = (
+    *("ping", "evalsha", "script|load"),
+    *("get", "mget", "set", "del", "incrby", "scan", "unlink"),
+)
 
 #: A harmless call of each command the extension runs, on a key of its own.
 PROBES: dict[str, Callable[[str], tuple[Any, ...]]] = {
@@ -373,6 +376,7 @@ PROBES: dict[str, Callable[[str], tuple[Any, ...]]] = {
     "evalsha": lambda key: ("EVALSHA", "0" * 40, 1, key),
     "script|load": lambda key: ("SCRIPT", "LOAD", "return 1"),
     "get": lambda key: ("GET", key),
+    "mget": lambda key: ("MGET", key),
     "set": lambda key: ("SET", key, "1", "PX", 60000),
     "del": lambda key: ("DEL", key),
     "incr": lambda key: ("INCR", key),

@@ -39,6 +39,10 @@ class KeySpace:
         #: Matches every key of this app and no other app's, whatever the prefixes.
         self.pattern = escape_glob(self.base) + "*"
 
+    def version(self, key: str) -> str:
+        """The counter that orders the values written to ``key``."""
+        return f"{key}:version"
+
     def entry(self, cache_key: str) -> str:
         """The L2 entry stored under one identifier."""
         return f"{self.base}t:{cache_key}"
@@ -57,4 +61,4 @@ class KeySpace:
 
     def kept(self) -> frozenset[bytes]:
         """Keys that outlive a flush of the L2: the counters and the override."""
-        return frozenset(k.encode() for k in (self.epoch, self.rollout))
+        return frozenset(k.encode() for k in (self.epoch, self.rollout, self.version(self.rollout)))

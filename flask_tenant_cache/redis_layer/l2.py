@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -105,6 +106,20 @@ return 1
 SCRIPTS = (_FINISH, _GET_OR_CLAIM, _ABANDON, _DROP)
 
 
+def _tenant(data: Any) -> Tenant:
+    """The tenant of an entry, its every field checked: raises on anything unexpected."""
+    tenant = data["tenant"]
+    fields = ("id", "slug", "name")
+    if not all(isinstance(tenant.get(f, ""), str) for f in fields):
+        raise TypeError("a text field is not text")
+    domains, extra = tenant.get("domains", []), tenant.get("extra", {})
+    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+        raise TypeError("domains")
+    if not isinstance(tenant.get("is_active", True), bool) or not isinstance(extra, dict):
+        raise TypeError("is_active or extra")
+    return Tenant.from_dict(tenant)
+
+
 def _tenant_id(raw: Any) -> str | None:
     try:
         return str(uuid.UUID(raw.decode())) if raw else None
@@ -135,10 +150,15 @@ class RedisL2:
         self.ttl = max(1, int(ttl))
         self.load_timeout = load_timeout if load_timeout is not None else 5.0
         self._scripts_client: Any = None
+        #: True while the L2 may hold what an unsent invalidation covers: it is not read then.
+        self.held: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
-        self.counters = {"claims": 0, "waiting": 0, "remote_waits": 0, "remote_hits": 0}
+        #: Entries that could not be read (each a miss the loader answered).
+        self.counters = dict.fromkeys(
+            ("claims", "waiting", "remote_waits", "remote_hits", "unreadable_entries"), 0
+        )
 
     def _scripts(self) -> Any:
         client = self.conn.client
@@ -156,7 +176,7 @@ class RedisL2:
         ``(None, None, None)`` if Redis failed: the caller loads without the layer.
         """
         conn = self.conn
-        if not conn.available():
+        if not conn.available() or self.held():
             return None, None, None
         try:
             result = self._get(ident)
@@ -207,10 +227,12 @@ class RedisL2:
     def _read(self, ident: TenantIdentifier, raw: bytes) -> tuple[bool, Tenant | None]:
         try:
             data = json.loads(raw)
-            if data.get("v") != ENTRY_VERSION:
-                return False, None
-            return True, Tenant.from_dict(data["tenant"])
-        except (ValueError, KeyError, TypeError):
+            if isinstance(data, dict) and data.get("v") != ENTRY_VERSION:
+                return False, None  # another format (a rolling deploy): skipped, not misread
+            return True, _tenant(data)
+        except Exception:
+            with self._lock:
+                self.counters["unreadable_entries"] += 1
             logger.warning("tenant cache: unreadable L2 entry for %s skipped", ident.cache_key)
             return False, None
 

@@ -9,7 +9,8 @@ from flask_tenant_cache.identifiers import TenantIdentifier
 from flask_tenant_cache.redis_layer.bus import InvalidationBus, InvalidationHandler
 from flask_tenant_cache.redis_layer.client import RedisConnection, RedisSource, script_commands
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel
-from flask_tenant_cache.redis_layer.l2 import SCRIPTS, RedisL2
+from flask_tenant_cache.redis_layer import l2, rollout
+from flask_tenant_cache.redis_layer.l2 import RedisL2
 from flask_tenant_cache.redis_layer.rollout import SharedOverride
 
 __all__ = ["RedisLayer"]
@@ -59,16 +60,17 @@ class RedisLayer:
             on_invalidate=on_invalidate,
             on_resubscribe=on_resubscribe,
             on_subscribed=lambda: self.rollout.subscribed(),
-            on_rollout=lambda value: self.rollout.received(value),
+            on_rollout=lambda value, version: self.rollout.received(value, version),
             max_pending=max_pending,
         )
+        self.l2.held = lambda: self.bus.pending > 0
         self.rollout = SharedOverride(
             self.conn, self.keys, publish=self.bus.publish, apply=on_rollout
         )
 
     def check(self) -> None:
         """Refuse (``ValueError``) a deployment this app cannot work with, if Redis answers."""
-        self.conn.check(self.keys, self.bus.channel, script_commands(SCRIPTS))
+        self.conn.check(self.keys, self.bus.channel, script_commands(l2.SCRIPTS + rollout.SCRIPTS))
 
     @property
     def started(self) -> bool:
@@ -119,4 +121,5 @@ class RedisLayer:
             **self.l2.stats(),
             "errors": self.conn.errors,
             "configuration_errors": self.conn.configuration_errors,
+            "rollout_superseded": self.rollout.superseded,
         }
