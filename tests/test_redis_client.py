@@ -15,8 +15,8 @@ from redis_deployments import AclRedis, Cluster, Node, TlsFiles, unique_prefix
 from redis_support import PrivateRedis, listening, private_redis, redis_apps, stats, wait_for
 
 from example_app.redis_deployments import ACL_COMMANDS, acl_rules, tls_client
-from flask_tenant_cache.redis_layer.client import PROBES, script_commands
 from flask_tenant_cache.redis_layer import l2, rollout
+from flask_tenant_cache.redis_layer.client import PROBES, script_commands
 
 __all__ = ["private_redis", "redis_apps"]  # fixtures
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_tenant_cache.identifiers import TenantIdentifier
+from flask_tenant_cache.redis_layer import l2, rollout
 from flask_tenant_cache.redis_layer.bus import InvalidationBus, InvalidationHandler
 from flask_tenant_cache.redis_layer.client import RedisConnection, RedisSource, script_commands
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel
-from flask_tenant_cache.redis_layer import l2, rollout
 from flask_tenant_cache.redis_layer.l2 import RedisL2
 from flask_tenant_cache.redis_layer.rollout import SharedOverride
 
