@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -147,6 +149,43 @@ def test_every_command_of_the_scripts_is_checked_and_documented() -> None:
     for command in commands:
         assert command in PROBES
         assert f"+{command}" in ACL_COMMANDS
+
+
+def _forked_child(app: Flask, built: list[int], conn: Any) -> None:
+    try:
+        whoami(app)
+        wait_for(lambda: stats(app)["redis"]["subscribes"] >= 1, what="the child's subscription")
+        conn.send((built, os.getpid(), stats(app)["redis"]["errors"]))
+    except BaseException as exc:  # report, never hang the parent
+        conn.send(repr(exc))
+
+
+def test_the_callable_builds_a_client_in_each_process(
+    redis_apps: Callable[..., Flask], private_redis: PrivateRedis
+) -> None:
+    built: list[int] = []
+
+    def connect() -> redis.Redis:
+        built.append(os.getpid())
+        return redis.Redis.from_url(private_redis.url, socket_timeout=2)
+
+    app = redis_apps(redis=connect)  # init_app here, as in gunicorn --preload
+    assert built == [os.getpid()]
+    context = multiprocessing.get_context("fork")
+    parent_conn, child_conn = context.Pipe()
+    child = context.Process(target=_forked_child, args=(app, built, child_conn))
+    child.start()
+    try:
+        assert parent_conn.poll(20)
+        child_built, child_pid, errors = parent_conn.recv()
+        assert child_built == [os.getpid(), child_pid]  # called again, in the child
+        assert errors == 0
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    assert built == [os.getpid()]  # the parent's client is untouched
 
 
 # -- run time -----------------------------------------------------------------------------------
