@@ -12,7 +12,7 @@ from redis.sentinel import Sentinel
 #: Every command the extension runs, for an ACL user limited to the app's prefix: the start-up
 #: check (HELLO), the scripts (EVALSHA, SCRIPT LOAD and what they call), the flush of
 #: ``invalidate_all`` (SCAN, UNLINK), the bus and the health checks (PING).
-#: On a cluster, the bus is sharded: ``+spublish +ssubscribe`` instead of the last two.
+#: On a cluster, the bus is sharded: ``+spublish +ssubscribe`` instead of ``+subscribe``.
 ACL_COMMANDS = [
     *("+hello", "+ping", "+evalsha", "+script|load"),
     *("+get", "+mget", "+set", "+del", "+incr", "+incrby", "+expire", "+sadd", "+smembers"),
@@ -25,7 +25,7 @@ def acl_rules(prefix: str, *, cluster: bool = False) -> list[str]:
 
     Keys and channels are named ``{prefix}:...`` (the prefix is the cluster hash tag).
     """
-    commands = [*ACL_COMMANDS[:-2], "+spublish", "+ssubscribe"] if cluster else ACL_COMMANDS
+    commands = [*ACL_COMMANDS[:-1], "+spublish", "+ssubscribe"] if cluster else ACL_COMMANDS
     return ["resetkeys", "resetchannels", f"~{{{prefix}}}:*", f"&{{{prefix}}}:*", *commands]
 
 

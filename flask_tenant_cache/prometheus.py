@@ -45,7 +45,7 @@ _RESOLVER_GAUGES: list[tuple[str, tuple[str, ...], str]] = [
     ("load_seconds_max", ("load", "load_time_max"), "The longest load, in seconds."),
 ]
 
-_BUS_GAUGES = {"pending", "waiting"}
+_BUS_GAUGES = {"pending", "waiting", "unfinished"}
 
 
 def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:

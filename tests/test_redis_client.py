@@ -17,8 +17,8 @@ from redis_deployments import AclRedis, Cluster, Node, TlsFiles, unique_prefix
 from redis_support import PrivateRedis, listening, private_redis, redis_apps, stats, wait_for
 
 from example_app.redis_deployments import ACL_COMMANDS, acl_rules, tls_client
-from flask_tenant_cache.redis_layer import l2, rollout
 from flask_tenant_cache.redis_layer.client import PROBES, script_commands
+from flask_tenant_cache.redis_layer.layer import SCRIPTS
 
 __all__ = ["private_redis", "redis_apps"]  # fixtures
 
@@ -144,7 +144,7 @@ def test_a_redis_that_is_no_client_is_refused(redis_apps: Callable[..., Flask]) 
 
 
 def test_every_command_of_the_scripts_is_checked_and_documented() -> None:
-    commands = script_commands(l2.SCRIPTS + rollout.SCRIPTS)
+    commands = script_commands(SCRIPTS)
     assert {"get", "set", "del", "sadd", "smembers", "expire", "incr"} <= set(commands)
     for command in commands:
         assert command in PROBES

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
-from redis_support import redis_apps, shared_redis, stats, wait_for
+from redis_support import (
+    PrivateRedis,
+    listening,
+    private_redis,
+    redis_apps,
+    shared_redis,
+    stats,
+    wait_for,
+)
 
-__all__ = ["redis_apps", "shared_redis"]  # fixtures
+__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
 
 pytestmark = pytest.mark.redis
 
@@ -154,3 +164,67 @@ def test_an_unreadable_entry_is_a_counted_miss_the_loader_answers(
     assert response.json["slug"] == "acme"
     assert len(loader_of(app).calls) == 1
     assert redis_stats(app)["unreadable_entries"] == 1
+
+
+def count_reads(app: Flask) -> list[int]:
+    """Count the read-or-claim calls ``app``'s L2 makes to Redis from now on."""
+    l2 = app.extensions["tenant_cache"].redis.l2
+    script = l2._scripts()._get_script
+    calls = [0]
+
+    def counted(**kwargs: Any) -> Any:
+        calls[0] += 1
+        return script(**kwargs)
+
+    l2._get_script = counted
+    return calls
+
+
+def test_a_waiter_is_woken_by_the_result_not_by_polling(redis_apps: Any, shared_redis: Any) -> None:
+    leader = redis_apps(shared_redis)
+    follower = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=30)
+    listening(follower, serve=lambda app: get(app, "globex", []).join(5))
+    calls = count_reads(follower)
+    loader_of(leader).gate = threading.Event()
+    first: list[Any] = []
+    second: list[Any] = []
+    lead = get(leader, "acme", first)
+    assert loader_of(leader).entered.wait(5)
+    follow = get(follower, "acme", second)
+    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
+    time.sleep(0.3)  # a polling waiter would make ~150 calls meanwhile
+    loader_of(leader).gate.set()
+    lead.join(5)
+    follow.join(5)
+    assert second[0].status_code == 200
+    assert redis_stats(follower)["remote_hits"] == 1
+    assert calls[0] <= 5, calls
+
+
+def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
+    redis_apps: Any, private_redis: PrivateRedis
+) -> None:
+    leader = redis_apps(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.1)
+    follower = redis_apps(
+        private_redis.config, TENANT_CACHE_LOAD_TIMEOUT=30, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=2
+    )
+    listening(leader, follower)
+    loader_of(leader).gate = threading.Event()
+    first: list[Any] = []
+    second: list[Any] = []
+    lead = get(leader, "initech", first)
+    assert loader_of(leader).entered.wait(5)
+    follow = get(follower, "initech", second)
+    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", 300, "ALL")  # the leader's finish times out
+    loader_of(leader).gate.set()
+    lead.join(5)
+    assert first[0].status_code == 200
+    follow.join(5)  # long before its 30 s: the finish was sent when Redis answered again
+    assert not follow.is_alive()
+    assert second[0].status_code == 200
+    assert loader_of(follower).calls == []  # it got the leader's result
+    assert redis_stats(leader)["finishes_retried"] == 1
+    assert redis_stats(leader)["unfinished"] == 0
+    admin.close()

@@ -249,20 +249,29 @@ class InvalidationBus:
     def _listen(self) -> None:
         backoff = 0.05
         subscribed_before = False
+        loaded = self.l2.keys.loaded
         while not self._stop.is_set():
             pubsub = self.conn.pubsub()
             try:
-                pubsub.subscribe(self.channel)
+                pubsub.subscribe(self.channel, loaded)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
-                    if self._pending and self.conn.available():
-                        self._send_pending()
+                    if self.conn.available():
+                        if self._pending:
+                            self._send_pending()
+                        if self.l2.unfinished:
+                            self.l2.retry()
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
+                    channel = message["channel"].decode()
+                    if message["type"] == "subscribe" and channel == loaded:
+                        self.l2.wakeups = True
+                    elif message["type"] == "subscribe":
                         backoff = 0.05
                         self._subscribed(again=subscribed_before)
                         subscribed_before = True
+                    elif message["type"] == "message" and channel == loaded:
+                        self.l2.wake(message["data"].decode(errors="replace"))
                     elif message["type"] == "message":
                         self._received(message["data"])
             except ERRORS as exc:
@@ -272,6 +281,7 @@ class InvalidationBus:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                self.l2.wakeups = False
                 with contextlib.suppress(*ERRORS):
                     pubsub.close()
 

@@ -88,15 +88,15 @@ class Subscription:
         self._pubsub: Any = None
         self.sharded = False
 
-    def subscribe(self, channel: str) -> None:
-        """Subscribe to ``channel`` (raises what Redis raises)."""
+    def subscribe(self, *channels: str) -> None:
+        """Subscribe to ``channels``, all of one slot on a cluster (raises what Redis raises)."""
         client = self._conn.client
         self.sharded = isinstance(client, RedisCluster)
         self._pubsub = client.pubsub()
         if self.sharded:
-            self._pubsub.ssubscribe(channel)
+            self._pubsub.ssubscribe(*channels)
         else:
-            self._pubsub.subscribe(channel)
+            self._pubsub.subscribe(*channels)
 
     def get_message(self, timeout: float) -> dict[str, Any] | None:
         if not self.sharded:
@@ -204,20 +204,24 @@ class RedisConnection:
 
     @property
     def cluster(self) -> bool:
-        """Whether the client is a ``RedisCluster`` (sharded pub/sub, every primary scanned)."""
-        return isinstance(self._client, RedisCluster)
+        """Whether the client is a ``RedisCluster`` (sharded pub/sub, every primary scanned).
+
+        Raises what building the client raises, while the callable cannot build one.
+        """
+        return isinstance(self.client, RedisCluster)
 
     def pubsub(self) -> Subscription:
         """A new pub/sub connection (on a cluster, to the node of the channel's slot)."""
         return Subscription(self)
 
+    @property
+    def publish_command(self) -> str:
+        """``SPUBLISH`` on a cluster (its subscribers are sharded), ``PUBLISH`` elsewhere."""
+        return "SPUBLISH" if self.cluster else "PUBLISH"
+
     def publish(self, channel: str, message: str) -> None:
-        """Publish ``message`` on ``channel``: ``SPUBLISH`` on a cluster, ``PUBLISH`` elsewhere."""
-        client = self.client
-        if self.cluster:
-            client.spublish(channel, message)
-        else:
-            client.publish(channel, message)
+        """Publish ``message`` on ``channel`` with :attr:`publish_command`."""
+        self.client.execute_command(self.publish_command, channel, message)
 
     def available(self) -> bool:
         """False for ``retry_interval`` seconds after a failure: Redis is left alone then."""

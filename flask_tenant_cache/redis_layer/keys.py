@@ -36,6 +36,8 @@ class KeySpace:
         self.epoch = self.base + "epoch"
         #: The shared rollout override.
         self.rollout = self.base + "rollout"
+        #: The channel on which a finished load wakes the processes waiting for it.
+        self.loaded = self.base + "loaded"
         #: Matches every key of this app and no other app's, whatever the prefixes.
         self.pattern = escape_glob(self.base) + "*"
 

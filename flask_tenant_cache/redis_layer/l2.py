@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from flask_tenant_cache.identifiers import TenantIdentifier
+from flask_tenant_cache.redis_layer import scripts
 from flask_tenant_cache.redis_layer.client import ERRORS, RedisConnection
 from flask_tenant_cache.redis_layer.keys import KeySpace
 from flask_tenant_cache.tenant import Tenant
@@ -27,83 +28,20 @@ ENTRY_VERSION = 1
 #: How long a not-found answer stays readable by the processes that waited for it (ms).
 NOT_FOUND_MARKER_MS = 1000
 
-#: How often a process waiting for another's load looks again (s).
-POLL_INTERVAL = 0.002
+#: How often a process waiting for another's load looks again when the bus cannot wake it
+#: (its subscriber is not listening), in seconds.
+POLL_INTERVAL = 0.01
+
+#: How many times a waiter woken by the bus looks again over ``load_timeout``: a wake-up
+#: lost with a message is caught within a quarter of it.
+RECHECKS = 4
+
+#: Finishes of loads (stores, releases) kept for when Redis answers again; past this, the
+#: oldest is dropped and its claim expires with ``load_timeout``.
+MAX_UNFINISHED = 1000
 
 #: How often an invalidation is tried again when writes keep changing what it must delete.
 DROP_ATTEMPTS = 10
-
-# Ends a load this process claimed. A found tenant is stored, unless an invalidation bumped
-# the epoch since the load began, and indexed under its id so an invalidation by any alias
-# finds every key that holds it. A not-found answer becomes a marker tagged with that epoch,
-# which waiting processes trust only while the epoch is unchanged.
-# KEYS: epoch, claim, entry, then for a found tenant its alias set and one id pointer per
-# alias. ARGV: epoch seen, entry ('' = not found), ttl, tenant id, node id, marker ms.
-_FINISH = """
-local fresh = (redis.call('GET', KEYS[1]) or '0') == ARGV[1]
-if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
-if not fresh then return 0 end
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[2], 'none:' .. ARGV[1], 'PX', ARGV[6])
-  return 1
-end
-redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('EXPIRE', KEYS[4], ARGV[3])
-for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[4], 'EX', ARGV[3]) end
-return 1
-"""
-
-# Reads an entry, or claims its load when there is neither an entry nor a live claim, in one
-# step: between a separate read and claim, another process could load, store and release.
-# A not-found marker of an older epoch is no answer and no claim: it is replaced.
-# KEYS: entry, claim, epoch; ARGV: node id, claim ms. Returns {entry, owner, epoch, claimed}.
-_GET_OR_CLAIM = """
-local raw = redis.call('GET', KEYS[1])
-local owner = redis.call('GET', KEYS[2])
-local epoch = redis.call('GET', KEYS[3]) or '0'
-local claimed = 0
-if not raw then
-  local stale = owner and string.sub(owner, 1, 5) == 'none:' and owner ~= 'none:' .. epoch
-  if not owner or stale then
-    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-    owner = ARGV[1]
-    claimed = 1
-  end
-end
-return {raw or false, owner or false, epoch, claimed}
-"""
-
-# Gives up a claim after a failed load, so the waiting processes load for themselves.
-_ABANDON = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-# Drops the entry of one identifier and every entry of the tenants it names, and bumps the
-# epoch so loads already running cannot write their stale result back. The caller read the
-# id pointer and the alias sets first, to declare every key here; if a write changed them
-# since, nothing is done (0) and the caller reads again.
-# KEYS: epoch, entry, id pointer, the alias sets, their members; ARGV: pointer read ('' =
-# none), number of alias sets.
-_DROP = """
-if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return 0 end
-local sets = tonumber(ARGV[2])
-local declared = {}
-for i = 4 + sets, #KEYS do declared[KEYS[i]] = true end
-for i = 4, 3 + sets do
-  for _, key in ipairs(redis.call('SMEMBERS', KEYS[i])) do
-    if not declared[key] then return 0 end
-  end
-end
-redis.call('DEL', KEYS[2])
-for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('INCR', KEYS[1])
-return 1
-"""
-
-#: Every script's source (the start-up check tries each command they run).
-SCRIPTS = (_FINISH, _GET_OR_CLAIM, _ABANDON, _DROP)
 
 
 def _tenant(data: Any) -> Tenant:
@@ -152,21 +90,43 @@ class RedisL2:
         self._scripts_client: Any = None
         #: True while the L2 may hold what an unsent invalidation covers: it is not read then.
         self.held: Callable[[], bool] = lambda: False
-        self._lock = threading.Lock()
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
         #: Entries that could not be read (each a miss the loader answered).
+        #: Finishes sent late, once Redis answered again, and finishes given up.
         self.counters = dict.fromkeys(
-            ("claims", "waiting", "remote_waits", "remote_hits", "unreadable_entries"), 0
+            (
+                "claims",
+                "waiting",
+                "remote_waits",
+                "remote_hits",
+                "unreadable_entries",
+                "finishes_retried",
+                "finishes_dropped",
+            ),
+            0,
         )
+        self._reset()
+        conn.on_fork(self._reset)
+
+    def _reset(self) -> None:
+        """Nothing shared with the parent: at start, and in a child after a fork."""
+        self._lock = threading.Lock()
+        #: The events of the requests here waiting for another process's load, per key.
+        self._waiters: dict[str, set[threading.Event]] = {}
+        #: Finishes that could not reach Redis: cache key -> (script, keys, args). A child's
+        #: claims are its own: the parent finishes the parent's.
+        self._unfinished: dict[str, tuple[str, list[Any], list[Any]]] = {}
+        #: Set by the bus while it listens on the channel that wakes waiters.
+        self.wakeups = False
 
     def _scripts(self) -> Any:
         client = self.conn.client
         if self._scripts_client is not client:  # a fork gives the connection a new client
-            self._get_script = client.register_script(_GET_OR_CLAIM)
-            self._finish_script = client.register_script(_FINISH)
-            self._abandon_script = client.register_script(_ABANDON)
-            self._drop_script = client.register_script(_DROP)
+            self._get_script = client.register_script(scripts.GET_OR_CLAIM)
+            self._finish_script = client.register_script(scripts.FINISH)
+            self._abandon_script = client.register_script(scripts.ABANDON)
+            self._drop_script = client.register_script(scripts.DROP)
             self._scripts_client = client
         return self
 
@@ -178,6 +138,8 @@ class RedisL2:
         conn = self.conn
         if not conn.available() or self.held():
             return None, None, None
+        if self._unfinished:
+            self.retry()
         try:
             result = self._get(ident)
         except ERRORS as exc:
@@ -188,30 +150,52 @@ class RedisL2:
 
     def _get(self, ident: TenantIdentifier) -> tuple[bool, Tenant | None, Any]:
         get_or_claim = self._scripts()._get_script
-        keys = [self.keys.entry(ident.cache_key), self.keys.claim(ident.cache_key), self.keys.epoch]
+        key = ident.cache_key
+        keys = [self.keys.entry(key), self.keys.claim(key), self.keys.epoch]
         args = [self.conn.node_id, self._claim_ms()]
         deadline = time.monotonic() + self.load_timeout
         waited = False
-        while True:
-            raw, owner, epoch, claimed = get_or_claim(keys=keys, args=args)
-            if raw is not None:
-                hit, tenant = self._read(ident, raw)
-                if hit:
+        # Registered before the first read: a result stored between a read and the wait
+        # still wakes it.
+        woken = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(key, set()).add(woken)
+        try:
+            while True:
+                woken.clear()
+                raw, owner, epoch, claimed = get_or_claim(keys=keys, args=args)
+                if raw is not None:
+                    hit, tenant = self._read(ident, raw)
+                    if hit:
+                        self._count(waited, hit=True)
+                        return True, tenant, epoch
+                if owner == b"none:" + epoch:
                     self._count(waited, hit=True)
-                    return True, tenant, epoch
-            if owner == b"none:" + epoch:
-                self._count(waited, hit=True)
-                return True, None, epoch
-            if claimed or raw is not None or time.monotonic() >= deadline:
-                # Claimed; or an unreadable entry, or a claim that outlived its load: no one
-                # to wait for, so load here.
-                self._count(waited, hit=False, claimed=bool(claimed))
-                return False, None, epoch
-            if not waited:  # another process is loading it: wait for its result
-                waited = True
-                with self._lock:
-                    self.counters["waiting"] += 1
-            time.sleep(POLL_INTERVAL)
+                    return True, None, epoch
+                now = time.monotonic()
+                if claimed or raw is not None or now >= deadline:
+                    # Claimed; or an unreadable entry, or a claim that outlived its load: no
+                    # one to wait for, so load here.
+                    self._count(waited, hit=False, claimed=bool(claimed))
+                    return False, None, epoch
+                if not waited:  # another process is loading it: wait for its result
+                    waited = True
+                    with self._lock:
+                        self.counters["waiting"] += 1
+                pause = self.load_timeout / RECHECKS if self.wakeups else POLL_INTERVAL
+                woken.wait(min(pause, deadline - now))
+        finally:
+            with self._lock:
+                waiting = self._waiters[key]
+                waiting.discard(woken)
+                if not waiting:
+                    del self._waiters[key]
+
+    def wake(self, cache_key: str) -> None:
+        """A load of ``cache_key`` ended somewhere: its waiters here look again."""
+        with self._lock:
+            for event in self._waiters.get(cache_key, ()):
+                event.set()
 
     def _claim_ms(self) -> int:
         return max(1, int(self.load_timeout * 1000))
@@ -238,37 +222,67 @@ class RedisL2:
 
     def put(self, ident: TenantIdentifier, tenant: Tenant | None, token: Any) -> bool:
         """End this process's load of ``ident``: store ``tenant`` (None: not found) unless an
-        invalidation came since ``token``; False if Redis failed."""
-        conn, keys = self.conn, self.keys
-        if not conn.available():
-            return True  # the outage was counted when it began
-        names = [keys.epoch, keys.claim(ident.cache_key), keys.entry(ident.cache_key)]
+        invalidation came since ``token``, and release the claim.
+
+        :returns: False if Redis could not be reached: it is done when Redis answers again,
+            so the processes waiting for this load are never left waiting for nothing.
+        """
+        keys, key = self.keys, ident.cache_key
+        names = [keys.epoch, keys.claim(key), keys.entry(key)]
         entry, tenant_id = "", ""
         if tenant is not None:
             aliases = sorted(tenant.alias_keys)
             entry = json.dumps({"v": ENTRY_VERSION, "tenant": tenant.to_dict(), "aliases": aliases})
             tenant_id = str(tenant.id)
             names += [keys.aliases(tenant_id), *(keys.pointer(a) for a in aliases)]
-        args = [token, entry, self.ttl, tenant_id, conn.node_id, NOT_FOUND_MARKER_MS]
-        try:
-            self._scripts()._finish_script(keys=names, args=args)
-        except ERRORS as exc:
-            conn.failed("write", exc)
-            return False
-        conn.succeeded()
-        return True
+        args = [token, entry, self.ttl, tenant_id, self.conn.node_id, NOT_FOUND_MARKER_MS]
+        loaded = [keys.loaded, key, self.conn.publish_command]
+        return self._finish(key, "_finish_script", names, [*args, *loaded])
 
     def abandon(self, ident: TenantIdentifier) -> None:
-        """Give up this process's claim on ``ident`` after a failed load."""
+        """Give up this process's claim on ``ident`` after a failed load (now or later)."""
+        key = ident.cache_key
+        args = [self.conn.node_id, self.keys.loaded, key, self.conn.publish_command]
+        self._finish(key, "_abandon_script", [self.keys.claim(key)], args)
+
+    def _finish(self, cache_key: str, script: str, keys: list[Any], args: list[Any]) -> bool:
         conn = self.conn
-        if not conn.available():
-            return
-        try:
-            self._scripts()._abandon_script(
-                keys=[self.keys.claim(ident.cache_key)], args=[conn.node_id]
-            )
-        except ERRORS as exc:
-            conn.failed("write", exc)
+        if conn.available():
+            try:
+                getattr(self._scripts(), script)(keys=keys, args=args)
+            except ERRORS as exc:
+                conn.failed("write", exc)
+            else:
+                conn.succeeded()
+                return True
+        with self._lock:
+            if cache_key not in self._unfinished and len(self._unfinished) >= MAX_UNFINISHED:
+                del self._unfinished[next(iter(self._unfinished))]
+                self.counters["finishes_dropped"] += 1
+            self._unfinished[cache_key] = (script, keys, args)
+        return False
+
+    @property
+    def unfinished(self) -> int:
+        """Finishes of loads waiting for Redis to answer again."""
+        return len(self._unfinished)
+
+    def retry(self) -> None:
+        """Send the finishes that could not reach Redis (the epoch still guards each store)."""
+        with self._lock:
+            batch = list(self._unfinished.items())
+        for key, finish in batch:
+            script, keys, args = finish
+            try:
+                getattr(self._scripts(), script)(keys=keys, args=args)
+            except ERRORS as exc:
+                self.conn.failed("write", exc)
+                return
+            with self._lock:
+                if self._unfinished.get(key) is finish:
+                    del self._unfinished[key]
+                self.counters["finishes_retried"] += 1
+        self.conn.succeeded()
 
     def drop(self, cache_key: str) -> list[str]:
         """Delete every entry of the tenant ``cache_key`` names and bump the epoch.
@@ -310,4 +324,4 @@ class RedisL2:
     def stats(self) -> dict[str, int]:
         """Loads claimed here, and loads waited for in another process (and answered)."""
         with self._lock:
-            return dict(self.counters)
+            return {**self.counters, "unfinished": len(self._unfinished)}

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_tenant_cache.identifiers import TenantIdentifier
-from flask_tenant_cache.redis_layer import l2, rollout
+from flask_tenant_cache.redis_layer import rollout, scripts
 from flask_tenant_cache.redis_layer.bus import InvalidationBus, InvalidationHandler
 from flask_tenant_cache.redis_layer.client import RedisConnection, RedisSource, script_commands
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel
@@ -14,6 +14,9 @@ from flask_tenant_cache.redis_layer.l2 import RedisL2
 from flask_tenant_cache.redis_layer.rollout import SharedOverride
 
 __all__ = ["RedisLayer"]
+
+#: Every Lua script the layer runs (the start-up check tries each command they call).
+SCRIPTS = (scripts.GET_OR_CLAIM, scripts.FINISH, scripts.ABANDON, scripts.DROP, *rollout.SCRIPTS)
 
 
 class RedisLayer:
@@ -70,7 +73,7 @@ class RedisLayer:
 
     def check(self) -> None:
         """Refuse (``ValueError``) a deployment this app cannot work with, if Redis answers."""
-        self.conn.check(self.keys, self.bus.channel, script_commands(l2.SCRIPTS + rollout.SCRIPTS))
+        self.conn.check(self.keys, self.bus.channel, script_commands(SCRIPTS))
 
     @property
     def started(self) -> bool:
