@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_service
 from werkzeug.serving import make_server
 
 from example_app import create_app, db
 from example_app.models import INITECH_ID
+from tests.helpers.app import need_service
 
 try:
     from playwright.sync_api import Error as PlaywrightError

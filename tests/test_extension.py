@@ -8,14 +8,9 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import (
-    ACME_ID,
-    GLOBEX_ID,
-    INITECH_ID,
-    CountingLoader,
-    build_app,
-)
 from flask import Blueprint, Flask, jsonify
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
 
 from flask_tenant_cache import (
     FlagContext,
@@ -27,6 +22,7 @@ from flask_tenant_cache import (
     current_resolver_version,
     current_tenant,
 )
+from tests.helpers.app import ACME_ID, GLOBEX_ID, INITECH_ID, CountingLoader, build_app
 
 # -- helpers --------------------------------------------------------------------------------------
 
@@ -151,8 +147,11 @@ def test_custom_header_name():
         host("acme.example.com:http"),
     ],
 )
-def test_invalid_identifier_is_400_json_and_never_loaded(client, loader, headers):
-    r = client.get("/whoami", headers=headers)
+def test_invalid_identifier_is_400_json_and_never_loaded(app, loader, headers):
+    # Straight to the WSGI app, as a server sends it: Werkzeug's test client (before 3.1)
+    # parses the Host itself for its cookie jar and raises on a port that is not a number.
+    environ = EnvironBuilder(path="/whoami", headers=headers).get_environ()
+    r = Response.from_app(app, environ, buffered=True)
     assert r.status_code == 400
     assert r.mimetype == "application/json"
     body = json.loads(r.data)
@@ -423,18 +422,18 @@ def cache_acme_by_every_alias(client: Any) -> None:
 def test_invalidate_by_any_alias_drops_them_all(client, loader, ext, identifier):
     cache_acme_by_every_alias(client)
     assert client.get("/whoami", headers=tid("globex")).status_code == 200
-    assert len(loader.calls) == 4
-    assert ext.invalidate(identifier) == 3
+    assert len(loader.calls) == 2  # a load caches its tenant under every alias
+    assert ext.invalidate(identifier) == 1  # one entry, under three keys
     cache_acme_by_every_alias(client)
-    assert len(loader.calls) == 7
+    assert len(loader.calls) == 3
     # Globex was not touched.
     assert client.get("/whoami", headers=tid("globex")).status_code == 200
-    assert len(loader.calls) == 7
+    assert len(loader.calls) == 3
 
 
 def test_invalidate_with_a_typed_identifier(client, loader, ext):
     cache_acme_by_every_alias(client)
-    assert ext.invalidate(TenantIdentifier("host", "acme.test")) == 3
+    assert ext.invalidate(TenantIdentifier("host", "acme.test")) == 1
 
 
 def test_invalidate_picks_up_a_renamed_tenant(client, loader, ext, rename):
@@ -520,7 +519,8 @@ def test_warm_then_no_loader_call(client, loader, ext):
     ]:
         assert client.get("/whoami", headers=headers).json["slug"] == slug
     assert loader.calls == []
-    assert ext.stats()["v2"]["entry_count"] == 8
+    assert ext.stats()["v2"]["entry_count"] == 3  # three tenants, under 8 keys
+    assert ext.stats()["v2"]["weighted_size"] == 8
 
 
 def test_warm_keeps_inactive_tenants_out(client, loader, ext, rename):

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, GLOBEX_ID, INITECH_ID, SEED, build_app, need_service
 from flask import Flask
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_tenant_cache import SQLAlchemyTenantLoader, Tenant, TenantIdentifier, TenantLoader
 from flask_tenant_cache.loaders import WarmableTenantLoader
+from tests.helpers.app import ACME_ID, GLOBEX_ID, INITECH_ID, SEED, build_app, need_service
 
 PG_URL = os.environ.get(
     "TENANT_CACHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -37,7 +37,7 @@ def _create_pg_schema() -> tuple[sa.Engine, str, str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Flask]:
-    """The conftest app (seeded ``tenants`` table) on SQLite in memory or on PostgreSQL."""
+    """The ``build_app`` app (seeded ``tenants`` table) on SQLite in memory or on PostgreSQL."""
     if request.param == "sqlite":
         yield request.getfixturevalue("app")
         return

@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, CountingLoader, build_app
 from flask import Flask
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from redis_support import shared_redis, wait_for
-from test_resolvers import ACME, MemoryLoader
 
 from flask_tenant_cache import TenantCache
-
-__all__ = ["shared_redis"]  # fixtures
+from tests.helpers.app import ADMIN_TOKEN, CountingLoader, build_app
+from tests.helpers.redis_server import wait_for
+from tests.helpers.resolvers import ACME, MemoryLoader
 
 METRICS = "/_tenant-cache/metrics"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -228,8 +226,9 @@ def test_a_redis_url_without_redis_installed_fails_init_app(
 
 
 def test_rollout_shadow_and_stale_metrics_are_exported(admin_headers: dict[str, str]) -> None:
-    from conftest import build_app
     from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.helpers.app import build_app
 
     app = build_app(TENANT_CACHE_SHADOW_PERCENT=0)
     client = app.test_client()

@@ -7,20 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, update_tenant_in
 from flask import Flask
-from redis_support import (
-    PrivateRedis,
-    listening,
-    private_redis,
-    redis_apps,
-    shared_redis,
-    start_redis,
-    stats,
-    wait_for,
-)
 
-__all__ = ["private_redis", "redis_apps", "shared_redis", "start_redis"]  # fixtures
+from tests.helpers.app import ACME_ID, update_tenant_in
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -10,17 +10,15 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import ACME_ID, update_tenant_in
 from flask import Flask
 from redis.cluster import RedisCluster
-from redis_deployments import AclRedis, Cluster, Node, TlsFiles, unique_prefix
-from redis_support import PrivateRedis, listening, private_redis, redis_apps, stats, wait_for
 
 from example_app.redis_deployments import ACL_COMMANDS, acl_rules, tls_client
 from flask_tenant_cache.redis_layer.client import PROBES, script_commands
 from flask_tenant_cache.redis_layer.layer import SCRIPTS
-
-__all__ = ["private_redis", "redis_apps"]  # fixtures
+from tests.helpers.app import ACME_ID, update_tenant_in
+from tests.helpers.deployments import AclRedis, Cluster, Node, TlsFiles, unique_prefix
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 pytestmark = pytest.mark.redis
 

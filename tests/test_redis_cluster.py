@@ -7,13 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ACME_ID, GLOBEX_ID, INITECH_ID, update_tenant_in
 from flask import Flask
 from redis.cluster import RedisCluster
-from redis_deployments import Cluster, unique_prefix
-from redis_support import listening, redis_apps, stats, wait_for
 
-__all__ = ["redis_apps"]  # fixtures
+from tests.helpers.app import ACME_ID, GLOBEX_ID, INITECH_ID, update_tenant_in
+from tests.helpers.deployments import Cluster, unique_prefix
+from tests.helpers.redis_server import listening, stats, wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -6,7 +6,8 @@ import contextlib
 
 import pytest
 import redis
-from redis_deployments import AclRedis, Cluster, Node, SentinelSet, TlsFiles, unique_prefix
+
+from tests.helpers.deployments import AclRedis, Cluster, Node, SentinelSet, TlsFiles, unique_prefix
 
 pytestmark = pytest.mark.redis
 

@@ -6,22 +6,12 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from conftest import ACME_ID
 from flask import Flask
 from redis.cluster import RedisCluster
-from redis_support import (
-    PrivateRedis,
-    free_port,
-    private_redis,
-    redis_apps,
-    start_redis,
-    stats,
-    wait_for,
-)
 
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel, escape_glob
-
-__all__ = ["private_redis", "redis_apps", "start_redis"]  # fixtures
+from tests.helpers.app import ACME_ID
+from tests.helpers.redis_server import PrivateRedis, free_port, stats, wait_for
 
 pytestmark = pytest.mark.redis
 

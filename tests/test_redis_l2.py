@@ -9,17 +9,8 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from redis_support import (
-    PrivateRedis,
-    listening,
-    private_redis,
-    redis_apps,
-    shared_redis,
-    stats,
-    wait_for,
-)
 
-__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -7,14 +7,12 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from conftest import ACME_ID, update_tenant_in
 from flask import Flask
-from redis_deployments import SentinelSet, unique_prefix
-from redis_support import listening, redis_apps, stats, wait_for
 
 from example_app.redis_deployments import sentinel_client
-
-__all__ = ["redis_apps"]  # fixtures
+from tests.helpers.app import ACME_ID, update_tenant_in
+from tests.helpers.deployments import SentinelSet, unique_prefix
+from tests.helpers.redis_server import listening, stats, wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -11,24 +11,8 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import (
-    ACME_ID,
-    ADMIN_TOKEN,
-    SEED,
-    CountingLoader,
-    make_model,
-)
 from flask import Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
-from redis_support import (
-    PrivateRedis,
-    listening,
-    private_redis,
-    redis_apps,
-    shared_redis,
-    stats,
-    wait_for,
-)
 
 from flask_tenant_cache import (
     FlagContext,
@@ -39,8 +23,8 @@ from flask_tenant_cache import (
     current_tenant,
 )
 from flask_tenant_cache.flags import rollout_bucket
-
-__all__ = ["private_redis", "redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.app import ACME_ID, ADMIN_TOKEN, SEED, CountingLoader, make_model
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -149,7 +133,7 @@ def test_no_decision_in_an_exempt_view(make_app: Any) -> None:
 
 
 def build_app_with_provider(pick: Callable[[FlagContext], Any], **config: Any) -> Flask:
-    """Like conftest.build_app, but the provider is registered with the decorator."""
+    """Like ``build_app``, but the provider is registered with the decorator."""
     app = Flask(__name__)
     app.config.update(
         TESTING=True,

