@@ -30,6 +30,7 @@ from tests.helpers.deployments import (
     TlsFiles,
     binary,
     make_tls_files,
+    running,
     tls_server,
     valkey_binary,
 )
@@ -158,34 +159,19 @@ def redis_apps() -> Iterator[Callable[..., Flask]]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Cluster]:
     """A 3-master Redis Cluster of the session's own."""
-    cluster = Cluster(binary("redis-server"), binary("redis-cli"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running(Cluster(binary("redis-server"), binary("redis-cli")))
 
 
 @pytest.fixture(scope="session")
 def sentinel_set() -> Iterator[SentinelSet]:
     """A master, a replica and three sentinels of the session's own (tests fail it over)."""
-    deployment = SentinelSet(binary("redis-server"))
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.close()
+    yield from running(SentinelSet(binary("redis-server")))
 
 
 @pytest.fixture(scope="session")
 def acl_redis() -> Iterator[AclRedis]:
     """A redis-server on which tests add ACL users of their own."""
-    server = AclRedis(binary("redis-server"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running(AclRedis(binary("redis-server")))
 
 
 @pytest.fixture(scope="session")
@@ -200,21 +186,16 @@ def tls_files() -> Iterator[TlsFiles]:
 @pytest.fixture(scope="session")
 def tls_redis(tls_files: TlsFiles) -> Iterator[Node]:
     """A TLS-only redis-server (no client certificate asked for)."""
-    yield from tls_server(tls_files, auth_clients=False)
+    yield from running(tls_server(tls_files, auth_clients=False))
 
 
 @pytest.fixture(scope="session")
 def mtls_redis(tls_files: TlsFiles) -> Iterator[Node]:
     """A TLS-only redis-server that requires a client certificate signed by the CA."""
-    yield from tls_server(tls_files, auth_clients=True)
+    yield from running(tls_server(tls_files, auth_clients=True))
 
 
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[Node]:
     """A valkey-server of the session's own."""
-    server = Node(valkey_binary())
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running(Node(valkey_binary()))

@@ -299,7 +299,9 @@ class RedisConnection:
             hello = self._client.execute_command("HELLO")
         except NoPermissionError as exc:
             raise ValueError(f"the Redis user may not run HELLO: {exc}") from exc
-        info = {_text(k): _text(v) for k, v in dict(hello).items()}
+        # A map on RESP3, or with redis-py's HELLO parser; a flat list of pairs otherwise.
+        pairs = hello.items() if isinstance(hello, dict) else zip(hello[::2], hello[1::2])
+        info = {_text(k): _text(v) for k, v in pairs}
         if info.get("mode") == "sentinel":
             raise ValueError(
                 "the Redis client points at a Sentinel, not at a data server: pass "

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -36,6 +36,7 @@ __all__ = [
     "TlsFiles",
     "binary",
     "make_tls_files",
+    "running",
     "tls_server",
     "unique_prefix",
     "valkey_binary",
@@ -450,14 +451,24 @@ def valkey_binary() -> str:
     return path
 
 
-def tls_server(files: TlsFiles, *, auth_clients: bool) -> Iterator[Node]:
-    """A TLS-only redis-server with the certificates of ``files``, running until closed."""
-    context = files.context(client_cert=True)
-    server = Node(
-        binary("redis-server"), *files.server_args(auth_clients=auth_clients), tls=context
-    )
+class Deployment(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+D = TypeVar("D", bound=Deployment)
+
+
+def running(deployment: D) -> Iterator[D]:
+    """Start ``deployment``, yield it, and stop it by PID whatever happens (for a fixture)."""
     try:
-        server.start()
-        yield server
+        deployment.start()
+        yield deployment
     finally:
-        server.close()
+        deployment.close()
+
+
+def tls_server(files: TlsFiles, *, auth_clients: bool) -> Node:
+    """A TLS-only redis-server with the certificates of ``files`` (not started)."""
+    context = files.context(client_cert=True)
+    return Node(binary("redis-server"), *files.server_args(auth_clients=auth_clients), tls=context)
