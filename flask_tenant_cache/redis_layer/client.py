@@ -300,7 +300,10 @@ class RedisConnection:
         except NoPermissionError as exc:
             raise ValueError(f"the Redis user may not run HELLO: {exc}") from exc
         # A map on RESP3, or with redis-py's HELLO parser; a flat list of pairs otherwise.
-        pairs = hello.items() if isinstance(hello, dict) else zip(hello[::2], hello[1::2])
+        if isinstance(hello, dict):
+            pairs: Iterable[Any] = hello.items()
+        else:
+            pairs = zip(hello[::2], hello[1::2], strict=False)
         info = {_text(k): _text(v) for k, v in pairs}
         if info.get("mode") == "sentinel":
             raise ValueError(
