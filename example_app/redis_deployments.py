@@ -10,11 +10,11 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 #: Every command the extension runs, for an ACL user limited to the app's prefix: the start-up
-#: check (HELLO), the scripts (EVALSHA, SCRIPT LOAD and what they call), the flush of
-#: ``invalidate_all`` (SCAN, UNLINK), the bus and the health checks (PING).
+#: check (HELLO), the server's run id (INFO), the scripts (EVALSHA, SCRIPT LOAD and what they
+#: call), the flush of ``invalidate_all`` (SCAN, UNLINK), the bus and the health checks (PING).
 #: On a cluster, the bus is sharded: ``+spublish +ssubscribe`` instead of ``+subscribe``.
 ACL_COMMANDS = [
-    *("+hello", "+ping", "+evalsha", "+script|load"),
+    *("+hello", "+ping", "+info", "+evalsha", "+script|load"),
     *("+get", "+mget", "+set", "+del", "+incr", "+incrby", "+expire", "+sadd", "+smembers"),
     *("+scan", "+unlink", "+publish", "+subscribe"),
 ]

@@ -86,7 +86,7 @@ def make_hook(state: AppState) -> Callable[[], None]:
             if settings.required:
                 raise MissingTenantIdentifier(missing)
             return
-        if bus is not None and not bus.started:
+        if bus is not None and not bus.serving:
             bus.start()  # here, not in init_app: the serving process may be a fork
         decision = ctx_g._tenant_cache_decision = decide(ident, req, config)
         version = decision.version

@@ -87,7 +87,7 @@ def resolver(make: Any) -> Any:
 
 @pytest.fixture
 def shared_redis() -> Iterator[dict[str, Any]]:
-    """The Redis service, with a prefix and channel of this test's own (deleted after)."""
+    """The Redis service, with a prefix (and so a channel) of this test's own, deleted after."""
     import redis
 
     client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 
 from tests.helpers.app import ACME_ID, update_tenant_in
@@ -155,3 +156,73 @@ def test_while_an_invalidation_is_queued_l2_is_not_read_and_sending_applies_it_a
     wait_for(lambda: bus_stats(app)["pending"] == 0, what="the queue to be sent")
     assert name_of(app) == "Acme Renamed"
     assert stats(app)["v2"]["l2"]["l2_hits"] == 0
+
+
+def test_a_reconnect_that_missed_nothing_keeps_the_local_caches(
+    redis_apps: Callable[..., Flask], private_redis: PrivateRedis
+) -> None:
+    app, peer = redis_apps(private_redis.config), redis_apps(private_redis.config)
+    listening(app, peer)
+    with app.app_context():
+        app.extensions["test"]["ext"].invalidate("globex")  # numbered 1: heard by the peer
+    wait_for(lambda: bus_stats(peer)["received"] == 1, what="the message")
+    name_of(peer)
+    entries = stats(peer)["v2"]["entry_count"]
+    assert entries >= 1
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.client_kill_filter(_type="pubsub")
+    wait_for(lambda: bus_stats(peer)["resubscribes"] == 1, what="the resubscription")
+    assert stats(peer)["v2"]["entry_count"] == entries  # the sequence proves nothing was lost
+    assert bus_stats(peer)["gaps"] == 0
+    admin.incr("{tenant-cache}:seq")  # a message it will never receive...
+    rename_and_invalidate(app, "Acme Next", peer)  # ...then one it does: a gap
+    wait_for(lambda: bus_stats(peer)["gaps"] == 1, what="the gap")
+    assert stats(peer)["v2"]["entry_count"] == 0
+    assert name_of(peer) == "Acme Next"
+    admin.close()
+
+
+def test_redis_restarted_from_an_older_snapshot_has_its_l2_discarded_not_served(
+    redis_apps: Callable[..., Flask], start_redis: Callable[..., PrivateRedis]
+) -> None:
+    server = start_redis()
+    app, peer = redis_apps(server.config), redis_apps(server.config)
+    listening(app, peer)
+    assert name_of(peer) == "Acme Corp"  # in L2
+    admin = redis.Redis.from_url(server.url)
+    admin.save()  # the snapshot holds the old entry and the epoch of the time
+    admin.close()
+    rename_and_invalidate(app, "Acme Renamed", peer)
+    wait_for(lambda: bus_stats(peer)["received"] >= 1, what="the invalidation")
+    assert name_of(peer) == "Acme Renamed"
+    server.kill()
+    server.start()  # from the older snapshot: the invalidation is gone from it
+    wait_for(lambda: bus_stats(peer)["lost_writes"] >= 1, what="the peer to notice")
+    assert name_of(peer) == "Acme Renamed"
+    fresh = redis_apps(server.config)  # a process started after: nothing old in L2 for it
+    update_tenant_in(fresh, ACME_ID, name="Acme Renamed")
+    assert name_of(fresh) == "Acme Renamed"
+
+
+def test_redis_restarted_empty_never_repeats_an_epoch_or_a_sequence_number(
+    redis_apps: Callable[..., Flask], private_redis: PrivateRedis
+) -> None:
+    app, peer = redis_apps(private_redis.config), redis_apps(private_redis.config)
+    listening(app, peer)
+    for slug in ("acme", "globex", "initech"):
+        with app.app_context():
+            app.extensions["test"]["ext"].invalidate(slug)
+    wait_for(lambda: bus_stats(peer)["received"] == 3, what="the invalidations")
+    admin = redis.Redis.from_url(private_redis.url)
+    epoch, seq = (int(v) for v in admin.mget("{tenant-cache}:epoch", "{tenant-cache}:seq"))
+    private_redis.kill()
+    private_redis.start()  # no persistence: everything, counters included, is gone
+    wait_for(lambda: bus_stats(peer)["lost_writes"] >= 1, what="the peer to notice")
+    wait_for(lambda: bus_stats(app)["lost_writes"] >= 1, what="the app to notice")
+    # A load that read an epoch before the restart can never match one after it.
+    assert int(admin.get("{tenant-cache}:epoch") or 0) > epoch
+    assert int(admin.get("{tenant-cache}:seq") or 0) >= seq
+    rename_and_invalidate(app, "Acme Again", peer)  # and the bus numbers on: no false gap
+    wait_for(lambda: name_of(peer) == "Acme Again", what="the invalidation after the restart")
+    assert bus_stats(peer)["gaps"] == 0
+    admin.close()

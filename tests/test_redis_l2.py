@@ -195,9 +195,9 @@ def test_a_waiter_is_woken_by_the_result_not_by_polling(redis_apps: Any, shared_
 def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
     redis_apps: Any, private_redis: PrivateRedis
 ) -> None:
-    leader = redis_apps(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.1)
+    leader = redis_apps(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.5)
     follower = redis_apps(
-        private_redis.config, TENANT_CACHE_LOAD_TIMEOUT=30, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=2
+        private_redis.config, TENANT_CACHE_LOAD_TIMEOUT=30, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=5
     )
     listening(leader, follower)
     loader_of(leader).gate = threading.Event()
@@ -208,11 +208,11 @@ def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
     follow = get(follower, "initech", second)
     wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
     admin = redis.Redis.from_url(private_redis.url)
-    admin.execute_command("CLIENT", "PAUSE", 300, "ALL")  # the leader's finish times out
+    admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # the leader's finish times out
     loader_of(leader).gate.set()
     lead.join(5)
     assert first[0].status_code == 200
-    follow.join(5)  # long before its 30 s: the finish was sent when Redis answered again
+    follow.join(10)  # long before its 30 s: the finish was sent when Redis answered again
     assert not follow.is_alive()
     assert second[0].status_code == 200
     assert loader_of(follower).calls == []  # it got the leader's result

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_tenant_cache.identifiers import TenantIdentifier
+from flask_tenant_cache.redis_layer import scripts
 from flask_tenant_cache.redis_layer.client import ERRORS, RedisConnection
 from flask_tenant_cache.redis_layer.l2 import RedisL2
+from flask_tenant_cache.redis_layer.sequence import MessageSequence, Verdict
 
 __all__ = ["InvalidationBus", "InvalidationHandler"]
 
@@ -21,6 +23,9 @@ logger = logging.getLogger("flask_tenant_cache")
 
 #: What the bus does on a message: (cache key or None for all, tenant ids).
 InvalidationHandler = Callable[[str | None, list[str]], object]
+
+#: What reading the sequence may raise: Redis failing, or a counter that is not a number.
+_READ_ERRORS: tuple[type[Exception], ...] = (*ERRORS, ValueError)
 
 #: Messages longer than this are dropped unread: ours are far shorter, and parsing is bounded.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -39,6 +44,9 @@ def decode(data: Any) -> dict[str, Any] | None:
     except Exception:
         return None
     if not isinstance(message, dict) or not isinstance(message.get("o"), str):
+        return None
+    number = message.get("s")
+    if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
         return None
     if "rollout" in message:
         rv = message.get("rv")
@@ -86,12 +94,12 @@ class InvalidationBus:
         self._on_resubscribe = on_resubscribe
         self._on_subscribed = on_subscribed
         self._on_rollout = on_rollout
-        self._lock = threading.Lock()
         self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
         self._pending_overflow = False
         self._overflows = 0
-        self._send_lock = threading.Lock()
+        self._publish_client: Any = None
         self._logged_dropped = False
+        self.sequence = MessageSequence()
         self.counters = dict.fromkeys(
             (
                 "published",
@@ -105,6 +113,7 @@ class InvalidationBus:
                 "subscriber_errors",
                 "subscriber_deaths",
                 "subscriber_restarts",
+                "gaps",
             ),
             0,
         )
@@ -112,7 +121,14 @@ class InvalidationBus:
         conn.on_fork(self._reset)
 
     def _reset(self) -> None:
-        """No thread: at start, and in a child after a fork."""
+        """No thread and no lock shared with the parent: at start, and in a child after a fork.
+
+        The queue is kept: sending one of the parent's invalidations again is harmless.
+        """
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        #: Set once this process's subscriber subscribed and dropped what it may have missed.
+        self.synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.started = False
@@ -149,10 +165,25 @@ class InvalidationBus:
         return ids
 
     def publish(self, message: dict[str, Any]) -> None:
-        """Announce ``message`` to every other process (raises what Redis raises)."""
-        self.conn.publish(self.channel, json.dumps({"o": self.conn.node_id, **message}))
+        """Announce ``message`` to every other process, numbered (raises what Redis raises)."""
+        body = json.dumps({"o": self.conn.node_id, **message})
+        client = self.conn.client
+        if self._publish_client is not client:  # a fork gives the connection a new client
+            self._publish_script = client.register_script(scripts.PUBLISH)
+            self._publish_client = client
+        command = self.conn.publish_command
+        self._publish_script(keys=[self.l2.keys.sequence], args=[self.channel, body[1:], command])
         with self._lock:
             self.counters["published"] += 1
+
+    def after_loss(self) -> None:
+        """Redis lost writes and the L2 was discarded: number on from what was seen here,
+        and drop the local caches."""
+        last = self.sequence.last
+        if last is not None:
+            with contextlib.suppress(*ERRORS):  # if it fails, the next subscribe sees a gap
+                self.l2.raise_counter(self.l2.keys.sequence, last)
+        self._on_resubscribe()
 
     def _queue(self, key: str | None) -> None:
         with self._lock:
@@ -286,12 +317,27 @@ class InvalidationBus:
                     pubsub.close()
 
     def _subscribed(self, *, again: bool) -> None:
-        with self._lock:
-            self.counters["resubscribes" if again else "subscribes"] += 1
         self.conn.succeeded()
-        # Whatever was published while this process was not listening is lost: start afresh.
-        self._on_resubscribe()
+        try:
+            client = self.conn.client
+            current = int(client.get(self.l2.keys.sequence) or 0)
+            run_id = str(client.info("server").get("run_id", ""))
+        except _READ_ERRORS as exc:
+            self.conn.failed("sequence read", exc)
+            verdict = Verdict.GAP  # nothing proven: whatever was published meanwhile is lost
+        else:
+            verdict = self.sequence.subscribed(current, run_id)
+        if verdict is Verdict.LOST:
+            self.l2.distrust("the server restarted or its invalidation sequence went back")
+        elif verdict is Verdict.GAP:
+            if again:
+                with self._lock:
+                    self.counters["gaps"] += 1
+            self._on_resubscribe()
         self._on_subscribed()
+        with self._lock:  # counted once in step: what was missed is dropped, the override read
+            self.counters["resubscribes" if again else "subscribes"] += 1
+        self.synced.set()
 
     def _received(self, data: Any) -> None:
         message = decode(data)
@@ -304,6 +350,11 @@ class InvalidationBus:
             return
         with self._lock:
             self.counters["received"] += 1
+        if message.get("s") is not None and self.sequence.received(message["s"]) is Verdict.GAP:
+            with self._lock:
+                self.counters["gaps"] += 1
+            logger.warning("tenant cache: bus messages were missed; flushing the local caches")
+            self._on_resubscribe()
         if message["o"] == self.conn.node_id:
             return
         if "rollout" in message:

@@ -373,15 +373,17 @@ def _refusal(command: str, exc: NoPermissionError, keys: KeySpace, channel: str)
 
 
 #: Commands run outside the scripts: redis-py runs the scripts with EVALSHA and loads them
-#: with SCRIPT LOAD the first time; the rest read, flush and publish.
+#: with SCRIPT LOAD the first time; INFO gives the server's run id (a restart that lost
+#: writes changes it); the rest read, flush and publish.
 BASE_COMMANDS = (
-    *("ping", "evalsha", "script|load"),
+    *("ping", "info", "evalsha", "script|load"),
     *("get", "mget", "set", "del", "incrby", "scan", "unlink"),
 )
 
 #: A harmless call of each command the extension runs, on a key of its own.
 PROBES: dict[str, Callable[[str], tuple[Any, ...]]] = {
     "ping": lambda key: ("PING",),
+    "info": lambda key: ("INFO", "server"),
     "evalsha": lambda key: ("EVALSHA", "0" * 40, 1, key),
     "script|load": lambda key: ("SCRIPT", "LOAD", "return 1"),
     "get": lambda key: ("GET", key),

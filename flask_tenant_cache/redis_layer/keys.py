@@ -36,6 +36,8 @@ class KeySpace:
         self.epoch = self.base + "epoch"
         #: The shared rollout override.
         self.rollout = self.base + "rollout"
+        #: The number of the last bus message (see :mod:`.sequence`).
+        self.sequence = self.base + "seq"
         #: The channel on which a finished load wakes the processes waiting for it.
         self.loaded = self.base + "loaded"
         #: Matches every key of this app and no other app's, whatever the prefixes.
@@ -63,4 +65,7 @@ class KeySpace:
 
     def kept(self) -> frozenset[bytes]:
         """Keys that outlive a flush of the L2: the counters and the override."""
-        return frozenset(k.encode() for k in (self.epoch, self.rollout, self.version(self.rollout)))
+        return frozenset(
+            k.encode()
+            for k in (self.epoch, self.sequence, self.rollout, self.version(self.rollout))
+        )

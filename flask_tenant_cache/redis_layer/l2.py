@@ -44,6 +44,10 @@ MAX_UNFINISHED = 1000
 DROP_ATTEMPTS = 10
 
 
+class LostWrites(Exception):
+    """Redis holds less than this process saw it hold: it lost acknowledged writes."""
+
+
 def _tenant(data: Any) -> Tenant:
     """The tenant of an entry, its every field checked: raises on anything unexpected."""
     tenant = data["tenant"]
@@ -90,10 +94,17 @@ class RedisL2:
         self._scripts_client: Any = None
         #: True while the L2 may hold what an unsent invalidation covers: it is not read then.
         self.held: Callable[[], bool] = lambda: False
+        #: Called once the L2 was discarded after Redis lost writes (drops the local caches).
+        self.on_lost: Callable[[], object] = lambda: None
+        #: The highest epoch this process saw: one lower later means Redis lost writes.
+        self.highest_epoch = 0
+        #: Set when Redis lost writes, until this app's L2 was discarded: not read meanwhile.
+        self._distrusted = False
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
         #: Entries that could not be read (each a miss the loader answered).
-        #: Finishes sent late, once Redis answered again, and finishes given up.
+        #: Finishes sent late, once Redis answered again, and finishes given up; times Redis
+        #: was found to have lost writes (see :meth:`distrust`).
         self.counters = dict.fromkeys(
             (
                 "claims",
@@ -103,6 +114,7 @@ class RedisL2:
                 "unreadable_entries",
                 "finishes_retried",
                 "finishes_dropped",
+                "lost_writes",
             ),
             0,
         )
@@ -112,6 +124,7 @@ class RedisL2:
     def _reset(self) -> None:
         """Nothing shared with the parent: at start, and in a child after a fork."""
         self._lock = threading.Lock()
+        self._recovery = threading.Lock()
         #: The events of the requests here waiting for another process's load, per key.
         self._waiters: dict[str, set[threading.Event]] = {}
         #: Finishes that could not reach Redis: cache key -> (script, keys, args). A child's
@@ -127,6 +140,7 @@ class RedisL2:
             self._finish_script = client.register_script(scripts.FINISH)
             self._abandon_script = client.register_script(scripts.ABANDON)
             self._drop_script = client.register_script(scripts.DROP)
+            self._raise_script = client.register_script(scripts.RAISE)
             self._scripts_client = client
         return self
 
@@ -138,15 +152,62 @@ class RedisL2:
         conn = self.conn
         if not conn.available() or self.held():
             return None, None, None
+        if self._distrusted and not self._recover():
+            return None, None, None
         if self._unfinished:
             self.retry()
         try:
             result = self._get(ident)
+        except LostWrites as exc:
+            self.distrust(str(exc))
+            return None, None, None
         except ERRORS as exc:
             conn.failed("read", exc)
             return None, None, None
         conn.succeeded()
         return result
+
+    def _seen(self, epoch: Any) -> bool:
+        """Note an epoch read from Redis; False if it is lower than one seen before."""
+        value = int(epoch)
+        with self._lock:
+            if value < self.highest_epoch:
+                return False
+            self.highest_epoch = value
+            return True
+
+    def distrust(self, why: str) -> None:
+        """Redis lost acknowledged writes: discard this app's L2 and the local caches.
+
+        Invalidations made after what Redis kept are gone from it, so any entry it holds may
+        be one of them come back. Nothing is read from the L2 until it was discarded.
+        """
+        with self._lock:
+            self._distrusted = True
+            self.counters["lost_writes"] += 1
+        logger.warning(
+            "tenant cache: Redis lost writes (%s): discarding the L2 under %r and the local caches",
+            why,
+            self.keys.prefix,
+        )
+        self._recover()
+
+    def _recover(self) -> bool:
+        if not self._recovery.acquire(blocking=False):
+            return False  # another thread is discarding it: not read meanwhile
+        try:
+            if not self._distrusted:
+                return True
+            try:
+                self.flush()
+            except ERRORS as exc:
+                self.conn.failed("discard of the L2", exc)
+                return False
+            self._distrusted = False
+            self.on_lost()
+            return True
+        finally:
+            self._recovery.release()
 
     def _get(self, ident: TenantIdentifier) -> tuple[bool, Tenant | None, Any]:
         get_or_claim = self._scripts()._get_script
@@ -164,6 +225,8 @@ class RedisL2:
             while True:
                 woken.clear()
                 raw, owner, epoch, claimed = get_or_claim(keys=keys, args=args)
+                if not self._seen(epoch):
+                    raise LostWrites(f"the epoch went back to {int(epoch)}")
                 if raw is not None:
                     hit, tenant = self._read(ident, raw)
                     if hit:
@@ -304,12 +367,17 @@ class RedisL2:
             members = sorted({m for found in pipe.execute() for m in found})
             names = [keys.epoch, keys.entry(cache_key), pointer, *sets, *members]
             args = [raw or b"", len(sets)]
-            if self._scripts()._drop_script(keys=names, args=args):
+            epoch = self._scripts()._drop_script(keys=names, args=args)
+            if epoch:
+                self._seen(epoch)
                 return ids
         raise redis.RedisError("the invalidation kept racing concurrent writes")
 
     def flush(self) -> None:
-        """Delete every key of this app's L2 (never another app's), bumping the epoch."""
+        """Delete every key of this app's L2 (never another app's), bumping the epoch.
+
+        The epoch ends above every epoch this process saw, even if Redis had gone back.
+        """
         client, keys = self.conn.client, self.keys
         # The epoch first: a load that read the old epoch cannot write back behind the scan.
         client.incr(keys.epoch)
@@ -318,8 +386,13 @@ class RedisL2:
         for name in client.scan_iter(match=keys.pattern, count=500):
             if name not in kept:
                 pipe.unlink(name)
-        pipe.incr(keys.epoch)
         pipe.execute()
+        self.raise_counter(keys.epoch, self.highest_epoch)
+        self._seen(client.incr(keys.epoch))
+
+    def raise_counter(self, key: str, floor: int) -> None:
+        """Raise the counter ``key`` to at least ``floor`` (raises what Redis raises)."""
+        self._scripts()._raise_script(keys=[key], args=[floor])
 
     def stats(self) -> dict[str, int]:
         """Loads claimed here, and loads waited for in another process (and answered)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,13 @@ from flask_tenant_cache.redis_layer.rollout import SharedOverride
 __all__ = ["RedisLayer"]
 
 #: Every Lua script the layer runs (the start-up check tries each command they call).
-SCRIPTS = (scripts.GET_OR_CLAIM, scripts.FINISH, scripts.ABANDON, scripts.DROP, *rollout.SCRIPTS)
+SCRIPTS = (
+    *(scripts.GET_OR_CLAIM, scripts.FINISH, scripts.ABANDON, scripts.DROP),
+    *(scripts.PUBLISH, scripts.RAISE, *rollout.SCRIPTS),
+)
+
+#: How many socket timeouts a process's first request waits for its subscription at most.
+SYNC_TIMEOUTS = 4
 
 
 class RedisLayer:
@@ -67,9 +75,24 @@ class RedisLayer:
             max_pending=max_pending,
         )
         self.l2.held = lambda: self.bus.pending > 0
+        self.l2.on_lost = self.bus.after_loss
         self.rollout = SharedOverride(
             self.conn, self.keys, publish=self.bus.publish, apply=on_rollout
         )
+        self._on_resubscribe = on_resubscribe
+        self._fork_reset()
+        self.conn.on_fork(self._fork_reset)
+
+    def _fork_reset(self) -> None:
+        #: True once this process may trust its local caches: its subscriber subscribed and
+        #: dropped what it may have missed, or could not and they were flushed.
+        self.ready = False
+        self._ready_lock = threading.Lock()
+
+    @property
+    def serving(self) -> bool:
+        """Whether requests may be served from the local caches without :meth:`start`."""
+        return self.ready and self.bus.started
 
     def check(self) -> None:
         """Refuse (``ValueError``) a deployment this app cannot work with, if Redis answers."""
@@ -103,14 +126,32 @@ class RedisLayer:
         self.rollout.sync()
 
     def start(self) -> None:
-        """Start this process's subscriber (idempotent; called lazily after a fork).
+        """Start this process's subscriber (idempotent; called lazily after a fork), and wait
+        until it subscribed.
 
         The stored rollout override is read first, so the request that starts it is already
-        decided by it (the subscriber reads it again once subscribed).
+        decided by it (the subscriber reads it again once subscribed). Until the subscriber
+        has subscribed and dropped whatever this process may have missed (inherited from a
+        parent at a fork, or warmed), nothing is served from the local caches: the request
+        waits for it (about a millisecond), at most a few socket timeouts; if Redis cannot
+        be reached, the local caches are flushed instead.
         """
         if not self.bus.started:
             self.rollout.sync()
         self.bus.start()
+        if not self.ready:
+            self._await_sync()
+
+    def _await_sync(self) -> None:
+        deadline = time.monotonic() + SYNC_TIMEOUTS * self.conn.socket_timeout
+        while not self.bus.synced.wait(0.002):
+            if not self.conn.available() or time.monotonic() > deadline:
+                with self._ready_lock:
+                    if not self.ready:
+                        self._on_resubscribe()  # nothing proven: start afresh
+                        self.ready = True
+                return
+        self.ready = True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the subscriber thread and close the connections."""

@@ -59,12 +59,16 @@ class SharedOverride:
         self._publish = publish
         self._apply = apply
         self._lock = threading.Lock()
+        conn.on_fork(self._reset_lock)
         #: The version of the override applied here last (0: none seen).
         self.version = 0
         #: An override set while Redis was unreachable: (value, the version it was set on).
         self._pending: tuple[Any, int] | None = None
         #: Kept overrides that a newer one, decided elsewhere, made void.
         self.superseded = 0
+
+    def _reset_lock(self) -> None:
+        self._lock = threading.Lock()  # it may have been held by a thread the fork left behind
 
     def set(self, value: Any) -> bool:
         """Store the override (None lifts it) and tell every process.

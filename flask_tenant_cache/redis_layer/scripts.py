@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ABANDON", "DROP", "FINISH", "GET_OR_CLAIM"]
+__all__ = ["ABANDON", "DROP", "FINISH", "GET_OR_CLAIM", "PUBLISH", "RAISE"]
 
 # Ends a load this process claimed. A found tenant is stored, unless an invalidation bumped
 # the epoch since the load began, and indexed under its id so an invalidation by any alias
@@ -61,7 +61,7 @@ return 1
 # id pointer and the alias sets first, to declare every key here; if a write changed them
 # since, nothing is done (0) and the caller reads again.
 # KEYS: epoch, entry, id pointer, the alias sets, their members; ARGV: pointer read ('' =
-# none), number of alias sets.
+# none), number of alias sets. Returns the new epoch.
 DROP = """
 if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return 0 end
 local sets = tonumber(ARGV[2])
@@ -74,6 +74,26 @@ for i = 4, 3 + sets do
 end
 redis.call('DEL', KEYS[2])
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('INCR', KEYS[1])
-return 1
+return redis.call('INCR', KEYS[1])
+"""
+
+# Publishes a bus message numbered by the next value of the sequence, in one step, so the
+# numbers reach every subscriber in order. KEYS: sequence; ARGV: channel, the message's JSON
+# object without its opening brace, PUBLISH (or SPUBLISH on a cluster). Returns the number.
+PUBLISH = """
+local number = redis.call('INCR', KEYS[1])
+redis.call(ARGV[3], ARGV[1], '{"s": ' .. number .. ', ' .. ARGV[2])
+return number
+"""
+
+# Raises a counter to at least ARGV[1] (after Redis lost writes, so that it never repeats a
+# value a process has seen). KEYS: the counter. Returns its value.
+RAISE = """
+local value = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if value < floor then
+  redis.call('SET', KEYS[1], floor)
+  return floor
+end
+return value
 """
