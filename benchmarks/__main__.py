@@ -24,7 +24,7 @@ from ._report import (
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_JSON = RESULTS / "latest.json"
 #: In the order they run: the in-process parts first, before any server warms the cores up.
-PARTS = ("micro", "requests", "coalescing", "memory", "cluster", "http")
+PARTS = ("micro", "requests", "coalescing", "memory", "cluster", "http", "control")
 
 
 def _parts(value: str) -> list[str]:
@@ -130,6 +130,12 @@ def _http(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
+def _control(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .control import run
+
+    return run(quick, out)
+
+
 RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     "micro": _micro,
     "requests": _requests,
@@ -137,6 +143,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     "memory": _memory,
     "cluster": _cluster,
     "http": _http,
+    "control": _control,
 }
 
 

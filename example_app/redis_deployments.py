@@ -11,11 +11,13 @@ from redis.sentinel import Sentinel
 
 #: Every command the extension runs, for an ACL user limited to the app's prefix: the start-up
 #: check (HELLO), the server's run id (INFO), the scripts (EVALSHA, SCRIPT LOAD and what they
-#: call), the flush of ``invalidate_all`` (SCAN, UNLINK), the bus and the health checks (PING).
+#: call), the shadow mismatch records (the lists, in a transaction), the flush of
+#: ``invalidate_all`` (SCAN, UNLINK), the bus and the health checks (PING).
 #: On a cluster, the bus is sharded: ``+spublish +ssubscribe`` instead of ``+subscribe``.
 ACL_COMMANDS = [
     *("+hello", "+ping", "+info", "+evalsha", "+script|load"),
     *("+get", "+mget", "+set", "+del", "+incr", "+incrby", "+expire", "+sadd", "+smembers"),
+    *("+lpush", "+ltrim", "+lrange", "+multi", "+exec"),
     *("+scan", "+unlink", "+publish", "+subscribe"),
 ]
 

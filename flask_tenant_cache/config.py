@@ -9,7 +9,9 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .guard import GuardLimits
 from .identifiers import InvalidIdentifier, normalize_host
+from .plan import Step, parse_plan
 
 __all__ = ["DEFAULTS", "Settings", "live_percent", "load_settings"]
 
@@ -40,6 +42,15 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_AUTO_INVALIDATE": False,
     "TENANT_CACHE_STALE_IF_ERROR": 0,
     "TENANT_CACHE_NEGATIVE_MAX_ENTRIES": None,
+    "TENANT_CACHE_ROLLOUT_PLAN": None,
+    "TENANT_CACHE_GUARD": None,
+    "TENANT_CACHE_GUARD_MAX_MISMATCH_RATIO": 0.01,
+    "TENANT_CACHE_GUARD_MAX_ERROR_RATIO": 0.01,
+    "TENANT_CACHE_GUARD_MAX_P99_RATIO": 2.0,
+    "TENANT_CACHE_GUARD_P99_FLOOR": 0.005,
+    "TENANT_CACHE_GUARD_MIN_SAMPLES": 100,
+    "TENANT_CACHE_CONTROL_INTERVAL": 1.0,
+    "TENANT_CACHE_MISMATCH_RECORDS": 50,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -72,6 +83,10 @@ class Settings:
     auto_invalidate: bool
     stale_if_error: float
     negative_max_entries: int | None
+    rollout_plan: tuple[Step, ...] | None
+    guard: GuardLimits | None
+    control_interval: float
+    mismatch_records: int
 
 
 def _fail(key: str, expected: str, value: Any) -> ValueError:
@@ -182,6 +197,41 @@ def _percent(config: Mapping[str, Any], key: str, *, optional: bool) -> float | 
     return float(value)
 
 
+def _ratio(config: Mapping[str, Any], key: str, *, above_one: bool = False) -> float:
+    value = config[key]
+    low = 1.0 if above_one else 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < low
+        or (not above_one and value > 1)
+    ):
+        raise _fail(key, "a ratio >= 1" if above_one else "a ratio from 0 to 1", value)
+    return float(value)
+
+
+def _rollout_plan(config: Mapping[str, Any]) -> tuple[Step, ...] | None:
+    try:
+        return parse_plan(config["TENANT_CACHE_ROLLOUT_PLAN"])
+    except ValueError as exc:
+        raise ValueError(f"TENANT_CACHE_ROLLOUT_PLAN: {exc}") from None
+
+
+def _guard(config: Mapping[str, Any], plan: tuple[Step, ...] | None) -> GuardLimits | None:
+    enabled = config["TENANT_CACHE_GUARD"]
+    if enabled is not None and not isinstance(enabled, bool):
+        raise _fail("TENANT_CACHE_GUARD", "None (on with a plan), True or False", enabled)
+    limits = GuardLimits(
+        max_mismatch_ratio=_ratio(config, "TENANT_CACHE_GUARD_MAX_MISMATCH_RATIO"),
+        max_error_ratio=_ratio(config, "TENANT_CACHE_GUARD_MAX_ERROR_RATIO"),
+        max_p99_ratio=_ratio(config, "TENANT_CACHE_GUARD_MAX_P99_RATIO", above_one=True),
+        p99_floor=_number(config, "TENANT_CACHE_GUARD_P99_FLOOR"),
+        min_samples=_max_entries(config, "TENANT_CACHE_GUARD_MIN_SAMPLES"),
+    )
+    return limits if (plan is not None if enabled is None else enabled) else None
+
+
 _warned: set[tuple[str, str]] = set()
 
 
@@ -212,6 +262,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     _percent(config, "TENANT_CACHE_V2_PERCENT", optional=True)
     _percent(config, "TENANT_CACHE_SHADOW_PERCENT", optional=False)
     header = _header(config)
+    plan = _rollout_plan(config)
     # The prefix is the keys' hash tag ("{prefix}:..."): a brace in it would end the tag early.
     prefix = _name(config, "TENANT_CACHE_REDIS_PREFIX", no_braces=True)
     return Settings(
@@ -244,4 +295,8 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
             if config["TENANT_CACHE_NEGATIVE_MAX_ENTRIES"] is None
             else _max_entries(config, "TENANT_CACHE_NEGATIVE_MAX_ENTRIES")
         ),
+        rollout_plan=plan,
+        guard=_guard(config, plan),
+        control_interval=_number(config, "TENANT_CACHE_CONTROL_INTERVAL", positive=True),
+        mismatch_records=_max_entries(config, "TENANT_CACHE_MISMATCH_RECORDS"),
     )

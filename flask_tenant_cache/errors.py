@@ -87,3 +87,9 @@ class InvalidAdminRequest(_JSONError, BadRequest):
     """An admin route got a malformed body: 400."""
 
     error_code = "invalid_request"
+
+
+class RolloutStateUnavailable(_JSONError, ServiceUnavailable):
+    """The rollout plan's shared state could not be read or written (Redis did not answer)."""
+
+    error_code = "rollout_state_unavailable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,10 +14,12 @@ from werkzeug.local import LocalProxy
 
 from .config import load_settings
 from .errors import AdminAuthRequired, AdminForbidden
+from .figures import make_recorder
 from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_tenant_or_none, make_hook
 from .identifiers import TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
+from .mismatches import IgnoreRule
 from .resolvers.base import Resolver
 from .state import AppState
 from .tenant import Tenant
@@ -59,6 +62,8 @@ class TenantCache:
         (``redis.Redis``, ``redis.cluster.RedisCluster``, ``Sentinel(...).master_for(name)``)
         or a zero-argument callable that returns one, called in each process (again after a
         fork). Instead of ``TENANT_CACHE_REDIS_URL``.
+    :param timer: the monotonic clock of the caches and the figures (tests move it).
+    :param clock: the wall clock of the rollout plan, shared by processes (tests move it).
     """
 
     def __init__(
@@ -68,12 +73,17 @@ class TenantCache:
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
         redis: Any = None,
+        timer: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
         self.redis = redis
+        self.timer = timer
+        self.clock = clock
         self._exempt_blueprints: set[str] = set()
         self._admin_authorizer: AdminAuthorizer | None = None
+        self._ignore_rules: list[IgnoreRule] = []
         if app is not None:
             self.init_app(app)
 
@@ -108,9 +118,14 @@ class TenantCache:
             loader=loader,
             rollout=Rollout(flag_provider or self.flag_provider),
             redis_source=redis if redis is not None else self.redis,
+            timer=self.timer,
+            clock=self.clock,
         )
+        if state.shadow is not None:
+            state.shadow.ignore_rules = self._ignore_rules  # the same list: later rules apply
         app.extensions[EXTENSION_KEY] = state
         app.before_request(make_hook(state))
+        app.after_request(make_recorder(state))
 
         from .cli import tenant_cache_cli
         from .views import blueprint
@@ -135,6 +150,17 @@ class TenantCache:
         self.flag_provider = func
         return func
 
+    def shadow_ignore(self, rule: IgnoreRule) -> IgnoreRule:
+        """Register an ignore rule (a decorator), like Scientist's ``ignore``.
+
+        ``rule(identifier, v1, v2)`` gets both versions' outcomes of a shadow comparison that
+        differed (a :class:`~.Tenant`, None for not found, or a lookup error's class name) and
+        returns true for a known, accepted difference: it is counted as ``ignored``, not as a
+        mismatch, and neither recorded nor seen by the guard.
+        """
+        self._ignore_rules.append(rule)
+        return rule
+
     def admin_authorizer(self, func: AdminAuthorizer) -> AdminAuthorizer:
         """Register a callback that says whether the current request may use the admin routes."""
         self._admin_authorizer = func
@@ -158,7 +184,7 @@ class TenantCache:
         return _state().invalidate(None)
 
     def warm(self) -> int:
-        """Load every tenant into every resolver; return the cache entries stored.
+        """Load every tenant into every resolver; return the entries stored (one per tenant).
 
         :raises TypeError: if the loader cannot list tenants (no ``iter_tenants``).
         """
@@ -171,6 +197,10 @@ class TenantCache:
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version, and the Redis layer's under ``"redis"``."""
         return _state().stats()
+
+    def histograms(self) -> dict[str, Any]:
+        """Since-start resolution and request time histograms per version (for Prometheus)."""
+        return _state().figures.histograms()
 
     def parse_identifier(self, identifier: str | uuid.UUID | TenantIdentifier) -> TenantIdentifier:
         """Validate and normalise a UUID, slug or host as the current app's config reads it."""
@@ -198,6 +228,51 @@ class TenantCache:
         rollout: dict[str, Any] = state.stats()["rollout"]
         return rollout
 
+    def rollout_control(self) -> dict[str, Any]:
+        """The plan, the guard and this process's window, read now from where they are kept.
+
+        :returns: ``stats()["control"]``: ``scope`` (``"cluster"`` with Redis, else
+            ``"process"``), ``plan`` (None without one), ``guard`` (None when off), counters.
+        """
+        return _state().control.status()
+
+    def rollout_pause(self) -> dict[str, Any]:
+        """Stop the rollout plan at its step, on every process (this one without Redis).
+
+        :returns: the plan's state, with ``scope``.
+
+        :raises ValueError: if no plan is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        return _state().control.steer("pause")
+
+    def rollout_resume(self) -> dict[str, Any]:
+        """Clear a pause or the guard's trip (lifting its override): the step bakes again.
+
+        :raises ValueError: if neither a plan nor the guard is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        return _state().control.steer("resume")
+
+    def rollout_restart(self) -> dict[str, Any]:
+        """Start the configured plan again from its first step, replacing the stored one.
+
+        :raises ValueError: if no plan is configured.
+        :raises StoreUnavailable: if Redis did not answer (nothing changed).
+        """
+        return _state().control.steer("restart")
+
+    def rollout_mismatches(self) -> dict[str, Any]:
+        """The last shadow mismatches, newest first, and where they were kept.
+
+        :returns: ``{"scope": "cluster" | "process", "mismatches": [...]}``; each record has
+            ``key``, ``at``, ``primary`` (the version that served) and ``fields`` (each
+            differing field's value per version; a name and ``extra`` as ``"(hidden)"``).
+        """
+        shadow = _state().shadow
+        assert shadow is not None
+        return {"scope": shadow.records.scope, "mismatches": shadow.records.recent()}
+
     def prometheus_collector(self) -> Any:
         """A prometheus_client collector of the current app's counters, read at scrape time.
 
@@ -206,7 +281,8 @@ class TenantCache:
         """
         from .prometheus import TenantCacheCollector
 
-        return TenantCacheCollector(_state().stats)
+        state = _state()
+        return TenantCacheCollector(state.stats, state.figures.histograms)
 
     def close(self) -> None:
         """Stop the current app's Redis subscriber thread and close its connections."""

@@ -58,7 +58,8 @@ class Decision(NamedTuple):
     """The version chosen for one request and why (kept on ``g`` for the request)."""
 
     version: Version
-    #: ``"config"``, ``"percentage"``, ``"provider"``, ``"provider-error"``, ``"override"``.
+    #: ``"config"``, ``"percentage"``, ``"plan"``, ``"provider"``, ``"provider-error"``,
+    #: ``"override"``.
     reason: str
     #: The tenant's rollout bucket in basis points (0-9999), where a percentage decided.
     bucket: int | None = None
@@ -105,7 +106,7 @@ def parse_override(value: Any) -> Override | None:
 
 
 class Rollout:
-    """Picks each request's version: the override, else the provider, else the config.
+    """Picks each request's version: the override, else the plan, the provider or the config.
 
     The override (the kill switch) is set by an operator and kept apart from the settings it
     overrides, so lifting it restores them. Without a provider the config decides:
@@ -118,6 +119,8 @@ class Rollout:
     def __init__(self, provider: FlagProvider | None = None) -> None:
         self.provider = provider
         self.override: Override | None = None
+        #: The rollout plan's current percentage on v2 (None: no plan), set by its controller.
+        self.plan_percent: float | None = None
         self._lock = threading.Lock()
         self.provider_errors = 0
 
@@ -128,6 +131,9 @@ class Rollout:
             if isinstance(override, str):
                 return Decision(override, "override")
             return _by_percentage(ident.cache_key, override, "override")
+        plan = self.plan_percent
+        if plan is not None:
+            return _by_percentage(ident.cache_key, plan, "plan")
         if self.provider is not None:
             return self._ask(FlagContext(ident, request, config))
         percent = live_percent(config, "TENANT_CACHE_V2_PERCENT")
@@ -154,6 +160,8 @@ class Rollout:
         """The effective rollout: its mode, the override and the settings it overrides."""
         if self.override is not None:
             mode = "override"
+        elif self.plan_percent is not None:
+            mode = "plan"
         elif self.provider is not None:
             mode = "provider"
         elif config.get("TENANT_CACHE_V2_PERCENT") is not None:
@@ -163,6 +171,7 @@ class Rollout:
         return {
             "mode": mode,
             "override": self.override,
+            "plan_percent": self.plan_percent,
             "v2_percent": config.get("TENANT_CACHE_V2_PERCENT"),
             "use_v2": config.get("TENANT_CACHE_USE_V2"),
             "provider": getattr(self.provider, "__name__", type(self.provider).__name__)

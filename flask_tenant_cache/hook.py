@@ -52,6 +52,8 @@ def make_hook(state: AppState) -> Callable[[], None]:
     shadow = state.shadow
     resolved = signals.tenant_resolved
     bus = state.redis
+    timer = state.timer
+    control = state.control
     missing = f"no tenant: send the {settings.header} header or use a tenant's host"
 
     def sampled() -> bool:
@@ -59,11 +61,13 @@ def make_hook(state: AppState) -> Callable[[], None]:
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
     def resolve_tenant() -> None:
+        started = timer()
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx_g = g._get_current_object()
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
+        ctx_g._tenant_cache_timing = None
         endpoint = req.endpoint
         if endpoint is None:
             return  # no route matched: the 404 needs no tenant
@@ -88,14 +92,19 @@ def make_hook(state: AppState) -> Callable[[], None]:
             return
         if bus is not None and not bus.serving:
             bus.start()  # here, not in init_app: the serving process may be a fork
+            if control.active:
+                control.tick()  # the shared plan decides this first request too
         decision = ctx_g._tenant_cache_decision = decide(ident, req, config)
         version = decision.version
+        resolving = timer()
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
+            ctx_g._tenant_cache_timing = (version, started, resolving, timer(), True)
             if shadow is not None and sampled():
                 shadow.submit(version, ident, type(exc).__name__)
             raise
+        ctx_g._tenant_cache_timing = (version, started, resolving, timer(), False)
         if shadow is not None and sampled():
             shadow.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:

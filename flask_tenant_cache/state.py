@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,9 +12,13 @@ from flask import Flask
 
 from . import signals
 from .config import Settings
+from .control import Controller
+from .figures import Figures
 from .flags import Override, Rollout, parse_override
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader
+from .mismatches import MismatchLog, MismatchStore
+from .plan import ControlStore, LocalControlStore
 from .resolvers.base import Resolver
 from .resolvers.v1 import DualCacheResolver
 from .resolvers.v2 import UnifiedCacheResolver
@@ -43,6 +49,11 @@ class AppState:
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     redis: RedisLayer | None = None
     shadow: ShadowComparer | None = None
+    #: The monotonic clock of the caches and the figures, and the wall clock of the plan.
+    timer: Callable[[], float] = time.perf_counter
+    clock: Callable[[], float] = time.time
+    figures: Figures = field(init=False)
+    control: Controller = field(init=False)
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
 
@@ -54,7 +65,12 @@ class AppState:
             "load_timeout": s.load_timeout,
             "stale_if_error": s.stale_if_error,
             "max_negative_entries": s.negative_max_entries,
+            "timer": self.timer,
         }
+        if s.rollout_plan is not None and self.rollout.provider is not None:
+            raise ValueError(
+                "TENANT_CACHE_ROLLOUT_PLAN and a flag provider would both decide: choose one"
+            )
         source = self.redis_source
         if isinstance(source, str):
             raise TypeError("redis= takes a client; a URL goes in TENANT_CACHE_REDIS_URL")
@@ -95,7 +111,33 @@ class AppState:
         for resolver in (v1, v2):
             resolver.l2 = self.redis.l2 if self.redis is not None else None
         self.resolvers = {"v1": v1, "v2": v2}
-        self.shadow = ShadowComparer(self.app, self.resolvers, timeout=s.shadow_timeout)
+        self.figures = Figures(timer=self.timer)
+        store: ControlStore = LocalControlStore()
+        records: MismatchStore = MismatchLog(s.mismatch_records)
+        if self.redis is not None:
+            from .redis_layer.plan import RedisControlStore, RedisMismatchLog
+
+            store = RedisControlStore(self.redis.conn, self.redis.keys)
+            records = RedisMismatchLog(self.redis.conn, self.redis.keys, s.mismatch_records)
+        self.shadow = ShadowComparer(
+            self.app,
+            self.resolvers,
+            timeout=s.shadow_timeout,
+            figures=self.figures,
+            records=records,
+            clock=self.clock,
+        )
+        self.control = Controller(
+            self.app,
+            steps=s.rollout_plan,
+            limits=s.guard,
+            store=store,
+            figures=self.figures,
+            apply_percent=self._apply_plan,
+            switch=lambda value: str(self.set_rollout(value)["scope"]),
+            clock=self.clock,
+            interval=s.control_interval,
+        )
         if s.auto_invalidate:
             from .auto_invalidate import install
             from .loaders import SQLAlchemyTenantLoader
@@ -145,6 +187,9 @@ class AppState:
             scope = "cluster"
         return {"override": override, "scope": scope}
 
+    def _apply_plan(self, percent: float | None) -> None:
+        self.rollout.plan_percent = percent
+
     def _apply_rollout(self, value: Any) -> None:
         try:
             override: Override | None = parse_override(value)
@@ -170,6 +215,9 @@ class AppState:
         }
         if self.shadow is not None:
             data["shadow"] = shadow
+        data["figures"] = self.figures.window()
+        if self.control.active:
+            data["control"] = self.control.status()
         if self.redis is not None:
             data["redis"] = self.redis.stats()
         return data

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .errors import FeatureUnavailable, InvalidAdminRequest
+from .errors import FeatureUnavailable, InvalidAdminRequest, RolloutStateUnavailable
 from .identifiers import InvalidIdentifier
+from .plan import StoreUnavailable
 
 __all__ = ["blueprint"]
 
@@ -36,7 +37,10 @@ def metrics() -> Response:
         from .prometheus import render
     except ImportError as exc:
         raise FeatureUnavailable(str(exc)) from None
-    return Response(render(_ext().stats), content_type="text/plain; version=0.0.4; charset=utf-8")
+    ext = _ext()
+    return Response(
+        render(ext.stats, ext.histograms), content_type="text/plain; version=0.0.4; charset=utf-8"
+    )
 
 
 @blueprint.post("/rollout")
@@ -50,6 +54,45 @@ def rollout() -> Response:
     except ValueError as exc:
         raise InvalidAdminRequest(str(exc)) from None
     return jsonify(result)
+
+
+@blueprint.get("/rollout/plan")
+def rollout_plan() -> Response:
+    """The rollout plan, the guard and its checks, as this process sees them."""
+    return jsonify(_ext().rollout_control())
+
+
+def _steer(action: str) -> Response:
+    try:
+        return jsonify(getattr(_ext(), f"rollout_{action}")())
+    except ValueError as exc:
+        raise InvalidAdminRequest(str(exc)) from None
+    except StoreUnavailable as exc:
+        raise RolloutStateUnavailable(f"nothing changed: {exc}") from None
+
+
+@blueprint.post("/rollout/pause")
+def rollout_pause() -> Response:
+    """Stop the plan at its step."""
+    return _steer("pause")
+
+
+@blueprint.post("/rollout/resume")
+def rollout_resume() -> Response:
+    """Clear a pause or the guard's trip: the step bakes again from now."""
+    return _steer("resume")
+
+
+@blueprint.post("/rollout/restart")
+def rollout_restart() -> Response:
+    """Start the configured plan again from its first step."""
+    return _steer("restart")
+
+
+@blueprint.get("/rollout/mismatches")
+def rollout_mismatches() -> Response:
+    """The last shadow mismatches, newest first."""
+    return jsonify(_ext().rollout_mismatches())
 
 
 @blueprint.post("/invalidate")

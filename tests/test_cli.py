@@ -108,7 +108,7 @@ def test_warm_stores_entries_then_requests_make_no_loader_call(runner, client, l
     result = runner.invoke(args=["tenant-cache", "warm"])
     assert result.exit_code == 0, result.output
     resolvers = [version for version in ext.stats() if version in ("v1", "v2")]
-    assert result.output.strip() == f"warmed {8 * len(resolvers)} entries"
+    assert result.output.strip() == f"warmed {3 * len(resolvers)} entries"
     assert ext.stats()["v2"]["entry_count"] == 3  # three tenants, under 8 keys
     assert ext.stats()["v2"]["weighted_size"] == 8
     for headers, slug in [

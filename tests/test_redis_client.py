@@ -75,13 +75,15 @@ def test_a_url_of_a_sentinel_is_refused(
         redis_apps({"TENANT_CACHE_REDIS_URL": url})
 
 
+@pytest.mark.parametrize("command", ["sadd", "exec", "evalsha", "info"])
 def test_an_acl_user_without_a_command_is_refused_naming_it(
-    redis_apps: Callable[..., Flask], acl_redis: AclRedis
+    redis_apps: Callable[..., Flask], acl_redis: AclRedis, command: str
 ) -> None:
     prefix = unique_prefix()
-    rules = [r for r in acl_rules(prefix) if r != "+sadd"]
+    rules = [r for r in acl_rules(prefix) if r != f"+{command}"]
     user, password = acl_redis.add_user(rules)
-    with pytest.raises(ValueError, match=r"the command SADD \(add \+sadd\)"):
+    expected = rf"the command {command.upper()} \(add \+{command}\)"
+    with pytest.raises(ValueError, match=expected):
         redis_apps(
             {"TENANT_CACHE_REDIS_URL": acl_redis.url(user, password)},
             TENANT_CACHE_REDIS_PREFIX=prefix,

@@ -321,15 +321,30 @@ class RedisConnection:
                 "(with Sentinel: Sentinel(...).master_for(name))"
             )
 
+    def _probe(self, command: str, key: str) -> None:
+        if command != "multi":
+            self._client.execute_command(*PROBES[command](key))
+            return
+        # MULTI alone would leave a pooled connection in a transaction: one whole one instead.
+        pipe = self._client.pipeline(transaction=True)
+        pipe.get(key)
+        try:
+            pipe.execute()
+        except RedisClusterException:
+            pass  # an older redis-py has no transactions on a cluster: not the user's rights
+        except redis.ResponseError as exc:
+            if "NOPERM" in str(exc):  # "Transaction discarded because of: NOPERM ..."
+                raise NoPermissionError(str(exc)) from exc
+            raise
+
     def _check_rights(self, keys: KeySpace, channel: str, commands: Iterable[str]) -> list[str]:
         missing: list[str] = []
         probe = keys.base + "check:" + self.node_id
         wanted = dict.fromkeys([*BASE_COMMANDS, *(c.lower() for c in commands)])
         wanted.update(dict.fromkeys(["spublish"] if self.cluster else ["publish"]))
         for command in wanted:
-            args = PROBES[command](probe)
             try:
-                self._client.execute_command(*args)
+                self._probe(command, probe)
             except NoPermissionError as exc:
                 if command.endswith("publish") and "channel" in str(exc):
                     continue  # the probe's channel, not this app's: SUBSCRIBE checks that one
@@ -369,15 +384,19 @@ def _refusal(command: str, exc: NoPermissionError, keys: KeySpace, channel: str)
         return f"the channel {channel!r} (add &{channel} or &{keys.base}*)"
     if "key" in text:
         return f"the keys {keys.base}* (add ~{keys.base}*)"
+    named = re.search(r"run the '([^']+)' command", text)  # EXEC, in a MULTI probe
+    command = named.group(1).lower() if named else command
     return f"the command {command.upper()} (add +{command})"
 
 
 #: Commands run outside the scripts: redis-py runs the scripts with EVALSHA and loads them
 #: with SCRIPT LOAD the first time; INFO gives the server's run id (a restart that lost
-#: writes changes it); the rest read, flush and publish.
+#: writes changes it); the lists and the transaction keep the shadow mismatch records; the
+#: rest read, flush and publish.
 BASE_COMMANDS = (
     *("ping", "info", "evalsha", "script|load"),
     *("get", "mget", "set", "del", "incrby", "scan", "unlink"),
+    *("lpush", "ltrim", "lrange", "multi"),  # "multi": a whole MULTI ... EXEC
 )
 
 #: A harmless call of each command the extension runs, on a key of its own.
@@ -397,6 +416,9 @@ PROBES: dict[str, Callable[[str], tuple[Any, ...]]] = {
     "smembers": lambda key: ("SMEMBERS", key + ":set"),
     "scan": lambda key: ("SCAN", 0, "MATCH", key, "COUNT", 1),
     "unlink": lambda key: ("UNLINK", key + ":set"),
+    "lpush": lambda key: ("LPUSH", key + ":list", "check"),
+    "ltrim": lambda key: ("LTRIM", key + ":list", 0, 0),
+    "lrange": lambda key: ("LRANGE", key + ":list", 0, 0),
     "publish": lambda key: ("PUBLISH", key, "check"),
     "spublish": lambda key: ("SPUBLISH", key, "check"),
 }

@@ -40,6 +40,10 @@ class KeySpace:
         self.sequence = self.base + "seq"
         #: The channel on which a finished load wakes the processes waiting for it.
         self.loaded = self.base + "loaded"
+        #: The rollout plan's state and the guard's trip.
+        self.plan = self.base + "plan"
+        #: The last shadow mismatches of every process.
+        self.mismatches = self.base + "mismatches"
         #: Matches every key of this app and no other app's, whatever the prefixes.
         self.pattern = escape_glob(self.base) + "*"
 
@@ -64,8 +68,6 @@ class KeySpace:
         return f"{self.base}aliases:{tenant_id}"
 
     def kept(self) -> frozenset[bytes]:
-        """Keys that outlive a flush of the L2: the counters and the override."""
-        return frozenset(
-            k.encode()
-            for k in (self.epoch, self.sequence, self.rollout, self.version(self.rollout))
-        )
+        """Keys that outlive a flush of the L2: the counters and the rollout's decisions."""
+        kept = (self.epoch, self.sequence, self.rollout, self.version(self.rollout))
+        return frozenset(k.encode() for k in (*kept, self.plan, self.mismatches))

@@ -21,7 +21,7 @@ _HAND_STEPS = 2
 #: How many tenants at the hand an eviction compares, evicting the least recently read: as
 #: exact as LRU for a store that small, and close to it beyond (the way Redis approximates
 #: LRU), without reordering anything on a hit.
-_SAMPLES = 5
+_SAMPLES = 8
 #: How many entries of a swapped-out table are released per write or stats call.
 _RELEASE_STEPS = 256
 
@@ -239,11 +239,8 @@ class TenantStore:
 
     def put_found(
         self, key: str | None, tenant: Tenant, now: float, expires: float, stamp: float
-    ) -> int:
-        """Store ``tenant`` under all its aliases (and ``key``), replacing what they held.
-
-        :returns: how many keys it is stored under.
-        """
+    ) -> None:
+        """Store ``tenant`` under all its aliases (and ``key``), replacing what they held."""
         extra = None if key is None or key in tenant.alias_keys else key
         entry = Found(tenant, now, expires, stamp, extra)
         keys = entry.aliases()
@@ -264,7 +261,6 @@ class TenantStore:
         self._ring.append(entry)
         self._advance(now)
         self._evict_found(now)
-        return len(keys)
 
     def put_missing(self, key: str, now: float, expires: float) -> None:
         """Store a not-found answer for ``key``."""

@@ -48,7 +48,7 @@ class Resolver(Protocol):
         """Drop every entry; return how many there were."""
 
     def warm(self, tenants: Iterable[Tenant]) -> int:
-        """Store ``tenants`` under all their aliases; return the entries stored."""
+        """Store ``tenants`` under all their aliases; return how many tenants were stored."""
 
     def stats(self) -> Any:
         """A snapshot of the counters, with ``as_dict()``."""
@@ -267,7 +267,7 @@ class CachingResolver(ABC):
         self._recent.append((self._seq, keys))
 
     def warm(self, tenants: Iterable[Tenant]) -> int:
-        """Store ``tenants`` under all their aliases; return the keys stored.
+        """Store ``tenants`` under all their aliases; return how many were stored.
 
         A tenant that an invalidation concerned while the warm-up was under way is left out,
         as a load would be: it may have been read before the change that was invalidated.
@@ -281,7 +281,8 @@ class CachingResolver(ABC):
                     self._stale_loads += 1
                     continue
                 now = self._timer()
-                stored += self._store.put_found(None, tenant, now, now + self.ttl, self._stamp())
+                self._store.put_found(None, tenant, now, now + self.ttl, self._stamp())
+                stored += 1
         return stored
 
     def _load_stats(self) -> LoadStats:

@@ -107,6 +107,7 @@ def build_app(
     flag_provider: Any = None,
     admin_authorizer: Callable[[], bool] | None = None,
     redis: Any = None,
+    clock: Callable[[], float] | None = None,
     **config: Any,
 ) -> Flask:
     """An app with the extension, a seeded tenant table and a few views.
@@ -114,8 +115,8 @@ def build_app(
     The loader is a ``CountingLoader`` around ``SQLAlchemyTenantLoader`` unless
     ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
     ``flag_provider`` and ``redis`` go to ``TenantCache`` and ``admin_authorizer`` is
-    registered on it.
-    ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a token.
+    registered on it. ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a
+    token. ``clock`` (a ``FakeTimer``) is the extension's timer and wall clock both.
     """
     app = Flask(__name__)
     app.config.update(
@@ -133,7 +134,10 @@ def build_app(
         loader = CountingLoader(SQLAlchemyTenantLoader(db, model, active_column="active"))
     else:
         loader = loader_factory(db, model, active_column="active")
-    tenant_cache = TenantCache(app, loader=loader, flag_provider=flag_provider, redis=redis)
+    clocks: dict[str, Any] = {} if clock is None else {"timer": clock, "clock": clock}
+    tenant_cache = TenantCache(
+        app, loader=loader, flag_provider=flag_provider, redis=redis, **clocks
+    )
     if admin_authorizer is not None:
         tenant_cache.admin_authorizer(admin_authorizer)
     app.extensions["test"] = {"db": db, "model": model, "loader": loader, "ext": tenant_cache}
