@@ -161,7 +161,9 @@ def test_while_an_invalidation_is_queued_l2_is_not_read_and_sending_applies_it_a
 def test_a_reconnect_that_missed_nothing_keeps_the_local_caches(
     redis_apps: Callable[..., Flask], private_redis: PrivateRedis
 ) -> None:
-    app, peer = redis_apps(private_redis.config), redis_apps(private_redis.config)
+    # A slow answer to the sequence read proves nothing (and flushes): give it time.
+    config = {**private_redis.config, "TENANT_CACHE_REDIS_SOCKET_TIMEOUT": 2}
+    app, peer = redis_apps(config), redis_apps(config)
     listening(app, peer)
     with app.app_context():
         app.extensions["test"]["ext"].invalidate("globex")  # numbered 1: heard by the peer

@@ -148,6 +148,7 @@ class RedisConnection:
         self.retry_interval = retry_interval
         self._timer = timer
         self._fork_hooks: list[Callable[[], object]] = []
+        self._recovery_hooks: list[Callable[[], object]] = []
         self.errors = 0
         #: Failures that waiting does not end (see :func:`is_configuration_error`).
         self.configuration_errors = 0
@@ -193,6 +194,10 @@ class RedisConnection:
     def on_fork(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` in a forked child, after the client was replaced."""
         self._fork_hooks.append(hook)
+
+    def on_recovery(self, hook: Callable[[], object]) -> None:
+        """Run ``hook`` when Redis answers again after an outage."""
+        self._recovery_hooks.append(hook)
 
     @property
     def client(self) -> Any:
@@ -257,12 +262,15 @@ class RedisConnection:
             )
 
     def succeeded(self) -> None:
-        """Note that Redis answered (logged once after an outage)."""
+        """Note that Redis answered: the pause ends (logged once after an outage)."""
         if self._outage:
             with self._lock:
                 recovered, self._outage = self._outage, False
+                self._down_until = 0.0  # whoever saw it answer, every caller may use it now
             if recovered:
                 logger.warning("tenant cache: Redis answers again")
+                for hook in self._recovery_hooks:
+                    hook()
 
     def close(self) -> None:
         """Close the client's connections, unless the client is the app's own object."""

@@ -40,6 +40,10 @@ RECHECKS = 4
 #: oldest is dropped and its claim expires with ``load_timeout``.
 MAX_UNFINISHED = 1000
 
+#: How far past the highest value seen here a counter is raised after Redis lost writes:
+#: beyond what any other process can have seen, so they need not raise it again.
+LOSS_MARGIN = 1_000_000
+
 #: How often an invalidation is tried again when writes keep changing what it must delete.
 DROP_ATTEMPTS = 10
 
@@ -183,8 +187,12 @@ class RedisL2:
         be one of them come back. Nothing is read from the L2 until it was discarded.
         """
         with self._lock:
-            self._distrusted = True
-            self.counters["lost_writes"] += 1
+            noticed, self._distrusted = self._distrusted, True
+            if not noticed:
+                self.counters["lost_writes"] += 1
+        if noticed:
+            self._recover()
+            return
         logger.warning(
             "tenant cache: Redis lost writes (%s): discarding the L2 under %r and the local caches",
             why,
@@ -387,12 +395,12 @@ class RedisL2:
             if name not in kept:
                 pipe.unlink(name)
         pipe.execute()
-        self.raise_counter(keys.epoch, self.highest_epoch)
+        self.raise_counter(keys.epoch, self.highest_epoch + LOSS_MARGIN)
         self._seen(client.incr(keys.epoch))
 
-    def raise_counter(self, key: str, floor: int) -> None:
-        """Raise the counter ``key`` to at least ``floor`` (raises what Redis raises)."""
-        self._scripts()._raise_script(keys=[key], args=[floor])
+    def raise_counter(self, key: str, floor: int) -> int:
+        """Raise the counter ``key`` to at least ``floor``; its value (raises what Redis raises)."""
+        return int(self._scripts()._raise_script(keys=[key], args=[floor]))
 
     def stats(self) -> dict[str, int]:
         """Loads claimed here, and loads waited for in another process (and answered)."""
