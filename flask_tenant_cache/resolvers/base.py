@@ -73,10 +73,11 @@ class CachingResolver(ABC):
 
     A hit reads the store's table without a lock (a dict read, a deadline check and two
     attribute writes); misses, loads, invalidations and stats take ``self._lock``.
-    Subclasses choose the store's bounds and shape :meth:`stats`.
+    Subclasses choose the store's bounds (see :class:`~._store.TenantStore`) and shape
+    :meth:`stats`; the options below are theirs too.
 
     :param loader: what :meth:`resolve` calls on a miss.
-    :param store: where entries are kept.
+    :param bounds: the store's ``max_found``, ``max_total``, ``max_negative`` and ``idle``.
     :param ttl: seconds a found tenant is cached.
     :param negative_ttl: seconds a not-found answer is cached (0: not at all).
     :param load_timeout: seconds a request waits for another's load before a 503.
@@ -91,9 +92,9 @@ class CachingResolver(ABC):
         self,
         loader: TenantLoader,
         *,
-        store: TenantStore,
-        ttl: float,
-        negative_ttl: float,
+        bounds: dict[str, Any],
+        ttl: float = 300.0,
+        negative_ttl: float = 30.0,
         load_timeout: float | None = 5.0,
         stale_if_error: float = 0.0,
         timer: Timer = time.monotonic,
@@ -104,7 +105,7 @@ class CachingResolver(ABC):
         self.stale_if_error = stale_if_error
         #: The optional second layer shared by processes (see :mod:`.redis_layer`).
         self.l2: SecondLayer | None = None
-        self._store = store
+        self._store = store = TenantStore(grace=stale_if_error, **bounds)
         self._idle = store.idle
         self._timer = timer
         self._lock = threading.Lock()

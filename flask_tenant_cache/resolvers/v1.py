@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from typing import Any
 
 from ..loaders import TenantLoader
 from ..metrics import DualCacheStats
-from ._store import TenantStore
-from .base import CachingResolver, Timer
+from .base import CachingResolver
 
 __all__ = ["DualCacheResolver"]
 
@@ -22,6 +21,8 @@ class DualCacheResolver(CachingResolver):
     metrics are detailed (see :class:`~.metrics.DualCacheStats`).
 
     :param bus_stats: returns the invalidation bus's counters, shown with these metrics.
+    :param options: ``ttl``, ``negative_ttl``, ``load_timeout``, ``stale_if_error`` and
+        ``timer``, as :class:`~.base.CachingResolver` takes them.
     """
 
     version = "v1"
@@ -30,30 +31,17 @@ class DualCacheResolver(CachingResolver):
         self,
         loader: TenantLoader,
         *,
-        ttl: float = 300.0,
-        negative_ttl: float = 30.0,
         max_entries: int = 1000,
         max_negative_entries: int | None = None,
-        load_timeout: float | None = 5.0,
-        stale_if_error: float = 0.0,
-        timer: Timer = time.monotonic,
         bus_stats: Callable[[], dict[str, int]] | None = None,
+        **options: Any,
     ) -> None:
-        store = TenantStore(
-            max_found=max_entries,
-            max_total=None,
-            max_negative=max_negative_entries or max_entries,
-            grace=stale_if_error,
-        )
-        super().__init__(
-            loader,
-            store=store,
-            ttl=ttl,
-            negative_ttl=negative_ttl,
-            load_timeout=load_timeout,
-            stale_if_error=stale_if_error,
-            timer=timer,
-        )
+        bounds = {
+            "max_found": max_entries,
+            "max_total": None,
+            "max_negative": max_negative_entries or max_entries,
+        }
+        super().__init__(loader, bounds=bounds, **options)
         self._bus_stats = bus_stats
 
     def stats(self) -> DualCacheStats:

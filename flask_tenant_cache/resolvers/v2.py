@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from ..loaders import TenantLoader
 from ..metrics import UnifiedCacheStats
-from ._store import TenantStore
-from .base import CachingResolver, Timer
+from .base import CachingResolver
 
 __all__ = ["UnifiedCacheResolver"]
 
@@ -20,6 +19,9 @@ class UnifiedCacheResolver(CachingResolver):
     most ``max_entries`` keys are held by both kinds together (a tenant under each alias),
     not-found answers at most ``max_negative_entries`` of them (default a tenth), so a flood
     of unknown names cannot evict the tenants.
+
+    :param options: ``ttl``, ``negative_ttl``, ``load_timeout``, ``stale_if_error`` and
+        ``timer``, as :class:`~.base.CachingResolver` takes them.
     """
 
     version = "v2"
@@ -28,33 +30,20 @@ class UnifiedCacheResolver(CachingResolver):
         self,
         loader: TenantLoader,
         *,
-        ttl: float = 300.0,
-        negative_ttl: float = 30.0,
         idle_timeout: float | None = 60.0,
         max_entries: int = 10_000,
         max_negative_entries: int | None = None,
-        load_timeout: float | None = 5.0,
-        stale_if_error: float = 0.0,
-        timer: Timer = time.monotonic,
+        **options: Any,
     ) -> None:
         if max_negative_entries is None:
             max_negative_entries = max(1, max_entries // 10)
-        store = TenantStore(
-            max_found=None,
-            max_total=max_entries,
-            max_negative=max_negative_entries,
-            idle=idle_timeout,
-            grace=stale_if_error,
-        )
-        super().__init__(
-            loader,
-            store=store,
-            ttl=ttl,
-            negative_ttl=negative_ttl,
-            load_timeout=load_timeout,
-            stale_if_error=stale_if_error,
-            timer=timer,
-        )
+        bounds = {
+            "max_found": None,
+            "max_total": max_entries,
+            "max_negative": max_negative_entries,
+            "idle": idle_timeout,
+        }
+        super().__init__(loader, bounds=bounds, **options)
         self.idle_timeout = idle_timeout
 
     def stats(self) -> UnifiedCacheStats:
