@@ -57,6 +57,14 @@ def test_the_cluster_client_is_the_apps_and_pubsub_is_sharded(
     assert layer.bus.channel.encode() in channels.execute_command("PUBSUB", "SHARDCHANNELS")
 
 
+def test_the_run_id_is_the_one_of_the_apps_slot(two_apps: tuple[Flask, Flask]) -> None:
+    layer = two_apps[0].extensions["tenant_cache"].redis
+    client = layer.conn.client
+    for key in (layer.keys.sequence, layer.keys.epoch):
+        node = client.get_node_from_key(key).redis_connection
+        assert layer.conn.run_id(key) == node.info("server")["run_id"]
+
+
 def test_l2_hits_across_apps(two_apps: tuple[Flask, Flask]) -> None:
     first, second = two_apps
     for tenant in ("globex", str(INITECH_ID)):  # acme is in L2 already: listening() read it

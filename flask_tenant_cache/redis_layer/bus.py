@@ -334,7 +334,7 @@ class InvalidationBus:
         try:
             client = self.conn.client
             current = int(client.get(self.l2.keys.sequence) or 0)
-            run_id = str(client.info("server").get("run_id", ""))
+            run_id = self.conn.run_id(self.l2.keys.sequence)
         except _READ_ERRORS as exc:
             self.conn.failed("sequence read", exc)
             verdict = Verdict.GAP  # nothing proven: whatever was published meanwhile is lost

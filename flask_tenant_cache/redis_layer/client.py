@@ -219,6 +219,17 @@ class RedisConnection:
         """A new pub/sub connection (on a cluster, to the node of the channel's slot)."""
         return Subscription(self)
 
+    def run_id(self, key: str) -> str:
+        """The run id of the server that holds ``key``: on a cluster, its slot's primary
+        (``INFO`` there answers for whichever node the client picks)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            info = client.info("server", target_nodes=node)
+        else:
+            info = client.info("server")
+        return str(info.get("run_id", ""))
+
     @property
     def publish_command(self) -> str:
         """``SPUBLISH`` on a cluster (its subscribers are sharded), ``PUBLISH`` elsewhere."""
