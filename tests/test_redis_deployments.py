@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from tests.helpers.deployments import AclRedis, Cluster, Node, SentinelSet, TlsFiles, unique_prefix
+from tests.helpers.redis_server import wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -53,9 +54,15 @@ def test_cluster_sharded_pubsub(redis_cluster: Cluster) -> None:
     try:
         channel = unique_prefix() + ":bus"
         pubsub.ssubscribe(channel)
-        assert pubsub.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+        # Polled: redis-py 5.0 may answer None before the confirmation is read.
+        confirmation = wait_for(
+            lambda: pubsub.get_sharded_message(timeout=0.1), what="the sharded message"
+        )
+        assert confirmation["type"] == "ssubscribe"
         assert client.spublish(channel, "hello") == 1
-        message = pubsub.get_sharded_message(timeout=2)
+        message = wait_for(
+            lambda: pubsub.get_sharded_message(timeout=0.1), what="the sharded message"
+        )
         assert (message["type"], message["data"]) == ("smessage", b"hello")
     finally:
         pubsub.close()

@@ -345,9 +345,9 @@ class RedisConnection:
             self._client.execute_command(*PROBES[command](key))
             return
         # MULTI alone would leave a pooled connection in a transaction: one whole one instead.
-        pipe = self._client.pipeline(transaction=True)
-        pipe.get(key)
         try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(key)
             pipe.execute()
         except RedisClusterException:
             pass  # an older redis-py has no transactions on a cluster: not the user's rights
