@@ -22,9 +22,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from tests.helpers.redis_server import PrivateRedis
 
 from ._cluster_app import create_app, seed
 from ._report import standalone
@@ -60,58 +59,18 @@ def _ids() -> list[str]:
     return [str(uuid.UUID(int=0xC0FFEE_0000_4000_8000_000000000000 + i)) for i in range(TENANTS)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
+class Server(PrivateRedis):
     """A redis-server of the run's own, killed and restarted with or without its AOF."""
 
     def __init__(self) -> None:
-        self.binary = shutil.which("redis-server") or "redis-server"
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="tc-soak-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
+        binary = shutil.which("redis-server") or "redis-server"
+        super().__init__(binary, "--appendonly", "yes", "--appendfsync", "always")
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, *, persistent: bool) -> None:
+    def restart(self, *, persistent: bool) -> None:
         if not persistent:  # nothing survives: the data, the epoch and the sequence are gone
             shutil.rmtree(self.dir, ignore_errors=True)
             os.makedirs(self.dir)
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", "always"]
-        self.process = subprocess.Popen(
-            [self.binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while not self._answers():
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.01)
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-            self.process = None
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.start()
 
 
 class Shared:
@@ -175,6 +134,12 @@ def _worker(db_path: str, config: dict[str, str], shared: Shared, readers: int, 
                     worst[0] = max(worst[0], lag)
                     if lag > GRACE:
                         counts["late_stale"] += 1
+                        if len(failures) < 10:
+                            failures.append(
+                                f"late stale: tenant {index} v{served} < v{version}, "
+                                f"{began - returned:.2f} s after invalidate(), "
+                                f"{began - back_at:.2f} s after Redis was back"
+                            )
 
     threads = [threading.Thread(target=read, args=(os.getpid() * 10 + i,)) for i in range(readers)]
     for thread in threads:
@@ -235,7 +200,7 @@ def run_soak(settings: SoakConfig) -> dict[str, Any]:
     """Run the soak; the figures, per worker summed, with what each restart was."""
     context = multiprocessing.get_context("fork")
     server = Server()
-    server.start(persistent=True)
+    server.start()
     config = {"TENANT_CACHE_REDIS_URL": server.url, "TENANT_CACHE_REDIS_PREFIX": "soak"}
     shared = Shared(context)
     out = context.Queue()
@@ -258,7 +223,7 @@ def run_soak(settings: SoakConfig) -> dict[str, Any]:
                     shared.down.value = 1
                 server.kill()
                 time.sleep(settings.outage)
-                server.start(persistent=persistent)
+                server.restart(persistent=persistent)
                 with shared.lock:
                     shared.back_at.value = time.time()
                     shared.down.value = 0
@@ -286,6 +251,7 @@ def run_soak(settings: SoakConfig) -> dict[str, Any]:
         "lost_writes_noticed": sum(w["redis"].get("lost_writes", 0) for w in workers),
         "gaps": sum(w["redis"].get("gaps", 0) for w in workers),
         "writer_pending_at_end": writer["redis"].get("pending", 0),
+        "writer_bus": writer["redis"],
         "failures": [f for w in workers for f in w["failures"]][:10],
     }
 

@@ -35,6 +35,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 autoclass_content = "class"
+# The sidebar lists sections only: names like TENANT_CACHE_NEGATIVE_MAX_ENTRIES do not fit its
+# width whole, and every key and object is a linked target in its page anyway.
+toc_object_entries = False
 
 # The docs build offline: each inventory is committed in _inventories/, built from that
 # project's own documentation source by _inventories/build.py (see its docstring), and the

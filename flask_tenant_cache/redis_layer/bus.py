@@ -29,7 +29,7 @@ _READ_ERRORS: tuple[type[Exception], ...] = (*ERRORS, ValueError)
 
 #: The longest wait between two attempts to subscribe again (s): a Redis that comes back
 #: is heard within this, and its queued invalidations sent.
-MAX_BACKOFF = 0.25
+MAX_BACKOFF = 0.1
 
 #: Messages longer than this are dropped unread: ours are far shorter, and parsing is bounded.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -139,6 +139,8 @@ class InvalidationBus:
         self._kick = threading.Event()
         #: True while subscribed and in step: whatever was missed was dropped.
         self.listening = False
+        #: How many times the L2 had been discarded when the subscription last dropped.
+        self._discards_at_drop = 0
         self._thread: threading.Thread | None = None
         self.started = False
 
@@ -319,6 +321,8 @@ class InvalidationBus:
             except ERRORS as exc:
                 with self._lock:
                     self.counters["disconnects"] += 1
+                if self.listening:
+                    self._discards_at_drop = self.l2.generation
                 self.listening = False
                 self.conn.failed("subscription", exc)
                 self._kick.wait(backoff)
@@ -340,7 +344,9 @@ class InvalidationBus:
             verdict = Verdict.GAP  # nothing proven: whatever was published meanwhile is lost
         else:
             verdict = self.sequence.subscribed(current, run_id)
-        if verdict is Verdict.LOST:
+        if verdict is Verdict.LOST and self.l2.generation != self._discards_at_drop:
+            self._on_resubscribe()  # a request here noticed the loss and discarded the L2
+        elif verdict is Verdict.LOST:
             self.l2.distrust("the server restarted or its invalidation sequence went back")
         elif verdict is Verdict.GAP:
             if again:

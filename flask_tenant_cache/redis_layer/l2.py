@@ -52,6 +52,10 @@ class LostWrites(Exception):
     """Redis holds less than this process saw it hold: it lost acknowledged writes."""
 
 
+class OutdatedRead(Exception):
+    """A read that began before the L2 was discarded answered from before it."""
+
+
 def _tenant(data: Any) -> Tenant:
     """The tenant of an entry, its every field checked: raises on anything unexpected."""
     tenant = data["tenant"]
@@ -104,6 +108,8 @@ class RedisL2:
         self.highest_epoch = 0
         #: Set when Redis lost writes, until this app's L2 was discarded: not read meanwhile.
         self._distrusted = False
+        #: How many times the L2 was discarded after lost writes.
+        self.generation = 0
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
         #: Entries that could not be read (each a miss the loader answered).
@@ -165,6 +171,8 @@ class RedisL2:
         except LostWrites as exc:
             self.distrust(str(exc))
             return None, None, None
+        except OutdatedRead:
+            return None, None, None
         except ERRORS as exc:
             conn.failed("read", exc)
             return None, None, None
@@ -212,6 +220,7 @@ class RedisL2:
                 self.conn.failed("discard of the L2", exc)
                 return False
             self._distrusted = False
+            self.generation += 1
             self.on_lost()
             return True
         finally:
@@ -223,6 +232,9 @@ class RedisL2:
         keys = [self.keys.entry(key), self.keys.claim(key), self.keys.epoch]
         args = [self.conn.node_id, self._claim_ms()]
         deadline = time.monotonic() + self.load_timeout
+        # A read that began before this process discarded the L2 may still answer with the
+        # epoch of before: that is no new loss.
+        generation = self.generation
         waited = False
         # Registered before the first read: a result stored between a read and the wait
         # still wakes it.
@@ -234,6 +246,10 @@ class RedisL2:
                 woken.clear()
                 raw, owner, epoch, claimed = get_or_claim(keys=keys, args=args)
                 if not self._seen(epoch):
+                    if generation != self.generation:
+                        if claimed:
+                            self.abandon(ident)
+                        raise OutdatedRead
                     raise LostWrites(f"the epoch went back to {int(epoch)}")
                 if raw is not None:
                     hit, tenant = self._read(ident, raw)
