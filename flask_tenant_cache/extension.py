@@ -89,6 +89,10 @@ class TenantCache:
     :param loader: reads a tenant on a cache miss, e.g. :class:`~.SQLAlchemyTenantLoader`.
     :param flag_provider: picks ``"v1"`` or ``"v2"`` per request; by default
         ``TENANT_CACHE_USE_V2``, read live.
+    :param redis: the Redis of the second layer and the bus: a redis-py client
+        (``redis.Redis``, ``redis.cluster.RedisCluster``, ``Sentinel(...).master_for(name)``)
+        or a zero-argument callable that returns one, called in each process (again after a
+        fork). Instead of ``TENANT_CACHE_REDIS_URL``.
     :param timer: the monotonic clock of the caches (TTL, idle timeout) and the figures; tests
         pass a :class:`~flask_tenant_cache.testing.FakeClock` to move time by hand.
     :param clock: the wall clock of the rollout plan, shared by processes (tests move it).
@@ -100,11 +104,13 @@ class TenantCache:
         *,
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
+        redis: Any = None,
         timer: Callable[[], float] = time.perf_counter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.loader = loader
         self.flag_provider = flag_provider
+        self.redis = redis
         self.timer = timer
         self.clock = clock
         self._exempt_blueprints: list[Blueprint] = []
@@ -121,14 +127,17 @@ class TenantCache:
         loader: TenantLoader | None = None,
         flag_provider: FlagProvider | None = None,
         timer: Callable[[], float] | None = None,
+        redis: Any = None,
     ) -> None:
         """Validate the config, build the resolvers and register the hook, blueprint and CLI.
 
-        ``loader``, ``flag_provider`` and ``timer`` override, for this app, what the
-        constructor was given.
+        ``loader``, ``flag_provider``, ``timer`` and ``redis`` override, for this app, what
+        the constructor was given.
 
         :raises RuntimeError: if ``app`` already has this extension.
-        :raises ValueError: naming the first invalid ``TENANT_CACHE_*`` key.
+        :raises ValueError: naming the first invalid ``TENANT_CACHE_*`` key, or a Redis
+            deployment the extension cannot work with (a plain client on a cluster, a
+            replica, an ACL user without a command, the keys or the channel), if it answers.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("TenantCache is already registered on this app")
@@ -149,6 +158,7 @@ class TenantCache:
             loader=loader,
             # Read on each decision: a handler registered after init_app still counts.
             rollout=Rollout(flag_provider, source=lambda: self.flag_provider),
+            redis_source=redis if redis is not None else self.redis,
             timer=timer or self.timer,
             clock=self.clock,
         )

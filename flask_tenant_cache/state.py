@@ -45,6 +45,8 @@ class AppState:
     validator: TenantIdentifierValidator
     loader: TenantLoader
     rollout: Rollout
+    #: The ``redis=`` of ``init_app``: a client or a callable that returns one (or None).
+    redis_source: Any = None
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     redis: RedisLayer | None = None
     shadow: ShadowComparer | None = None
@@ -80,11 +82,20 @@ class AppState:
             raise ValueError(
                 "TENANT_CACHE_ROLLOUT_PLAN and a flag provider would both decide: choose one"
             )
-        if s.redis_url is not None:
+        source = self.redis_source
+        if isinstance(source, str):
+            raise TypeError("redis= takes a client; a URL goes in TENANT_CACHE_REDIS_URL")
+        if source is not None and s.redis_url is not None:
+            raise ValueError(
+                "TENANT_CACHE_REDIS_URL and redis= both name a Redis: give one of them"
+            )
+        if source is None:
+            source = s.redis_url
+        if source is not None:
             from flask_tenant_cache.redis_layer import RedisLayer
 
             self.redis = RedisLayer(
-                s.redis_url,
+                source,
                 prefix=s.redis_prefix,
                 ttl=s.redis_ttl,
                 channel=s.invalidation_channel,
@@ -94,6 +105,11 @@ class AppState:
                 on_resubscribe=self.flush_local,
                 on_rollout=self._apply_rollout,
             )
+            try:
+                self.redis.check()
+            except ValueError:
+                self.redis.stop()
+                raise
         v1 = DualCacheResolver(
             self.loader,
             max_entries=s.v1_max_entries,

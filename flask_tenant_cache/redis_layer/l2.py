@@ -329,7 +329,7 @@ class RedisL2:
             tenant_id = str(tenant.id)
             names += [keys.aliases(tenant_id), *(keys.pointer(a) for a in aliases)]
         args = [token, entry, self.ttl, tenant_id, self.conn.node_id, NOT_FOUND_MARKER_MS]
-        return names, [*args, keys.loaded, key]
+        return names, [*args, keys.loaded, key, self.conn.publish_command]
 
     def epoch(self) -> Any:
         """The invalidation epoch now: read it before reading what :meth:`store` is given.
@@ -354,7 +354,7 @@ class RedisL2:
     def abandon(self, ident: TenantIdentifier) -> None:
         """Give up this process's claim on ``ident`` after a failed load (now or later)."""
         key = ident.cache_key
-        args = [self.conn.node_id, self.keys.loaded, key]
+        args = [self.conn.node_id, self.keys.loaded, key, self.conn.publish_command]
         self._finish(key, "_abandon_script", [self.keys.claim(key)], args)
 
     def _finish(self, cache_key: str, script: str, keys: list[Any], args: list[Any]) -> bool:
