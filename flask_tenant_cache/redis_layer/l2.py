@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from flask_tenant_cache.identifiers import TenantIdentifier
-from flask_tenant_cache.redis_layer import scripts
+from flask_tenant_cache.redis_layer import entries, scripts
 from flask_tenant_cache.redis_layer.client import ERRORS, RedisConnection
 from flask_tenant_cache.redis_layer.keys import KeySpace
 from flask_tenant_cache.tenant import Tenant
 
-__all__ = ["ENTRY_VERSION", "RedisL2"]
+__all__ = ["RedisL2"]
 
 logger = logging.getLogger("flask_tenant_cache")
-
-#: The format of an L2 entry; a reader skips entries of any other version.
-ENTRY_VERSION = 1
 
 #: How long a not-found answer stays readable by the processes that waited for it (ms).
 NOT_FOUND_MARKER_MS = 1000
@@ -56,35 +51,14 @@ class OutdatedRead(Exception):
     """A read that began before the L2 was discarded answered from before it."""
 
 
-def _tenant(data: Any) -> Tenant:
-    """The tenant of an entry, its every field checked: raises on anything unexpected."""
-    tenant = data["tenant"]
-    fields = ("id", "slug", "name")
-    if not all(isinstance(tenant.get(f, ""), str) for f in fields):
-        raise TypeError("a text field is not text")
-    domains, extra = tenant.get("domains", []), tenant.get("extra", {})
-    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-        raise TypeError("domains")
-    if not isinstance(tenant.get("is_active", True), bool) or not isinstance(extra, dict):
-        raise TypeError("is_active or extra")
-    return Tenant.from_dict(tenant)
-
-
-def _tenant_id(raw: Any) -> str | None:
-    try:
-        return str(uuid.UUID(raw.decode())) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
 class RedisL2:
     """The L2 (a :class:`~flask_tenant_cache.resolvers.base.SecondLayer`): read on an L1 miss.
 
     A miss here claims the load for this process (``SET NX``, expiring after ``load_timeout``);
-    a process that finds the load claimed by another waits for its result (polling every
-    2 ms) instead of querying the database too, so a cold tenant costs one query in the whole
-    cluster. A claim that ends without a result (the load failed, or its owner died) lets the
-    waiters load for themselves.
+    a process that finds the load claimed by another waits for its result (woken by the
+    bus when it is stored) instead of querying the database too, so a cold tenant costs one
+    query in the whole cluster. A claim that ends without a result (the load failed, or its
+    owner died) lets the waiters load for themselves.
 
     :param conn: the process's Redis connection and health.
     :param keys: the app's key space.
@@ -297,15 +271,13 @@ class RedisL2:
 
     def _read(self, ident: TenantIdentifier, raw: bytes) -> tuple[bool, Tenant | None]:
         try:
-            data = json.loads(raw)
-            if isinstance(data, dict) and data.get("v") != ENTRY_VERSION:
-                return False, None  # another format (a rolling deploy): skipped, not misread
-            return True, _tenant(data)
+            tenant = entries.decode(raw)
         except Exception:
             with self._lock:
                 self.counters["unreadable_entries"] += 1
             logger.warning("tenant cache: unreadable L2 entry for %s skipped", ident.cache_key)
             return False, None
+        return tenant is not None, tenant  # another format (a rolling deploy): skipped
 
     def put(self, ident: TenantIdentifier, tenant: Tenant | None, token: Any) -> bool:
         """End this process's load of ``ident``: store ``tenant`` (None: not found) unless an
@@ -318,10 +290,12 @@ class RedisL2:
         names = [keys.epoch, keys.claim(key), keys.entry(key)]
         entry, tenant_id = "", ""
         if tenant is not None:
-            aliases = sorted(tenant.alias_keys)
-            entry = json.dumps({"v": ENTRY_VERSION, "tenant": tenant.to_dict(), "aliases": aliases})
+            entry = entries.encode(tenant)
             tenant_id = str(tenant.id)
-            names += [keys.aliases(tenant_id), *(keys.pointer(a) for a in aliases)]
+            names += [
+                keys.aliases(tenant_id),
+                *(keys.pointer(a) for a in sorted(tenant.alias_keys)),
+            ]
         args = [token, entry, self.ttl, tenant_id, self.conn.node_id, NOT_FOUND_MARKER_MS]
         return self._finish(key, "_finish_script", names, [*args, keys.loaded, key])
 
@@ -377,11 +351,11 @@ class RedisL2:
         :raises redis.RedisError: if Redis failed, or writes kept racing the deletion.
         """
         keys, client = self.keys, self.conn.client
-        known = _tenant_id(cache_key[5:].encode()) if cache_key.startswith("uuid:") else None
+        known = entries.tenant_id(cache_key[5:].encode()) if cache_key.startswith("uuid:") else None
         pointer = keys.pointer(cache_key)
         for _ in range(DROP_ATTEMPTS):
             raw = client.get(pointer)
-            pointed = _tenant_id(raw)
+            pointed = entries.tenant_id(raw)
             ids = sorted({i for i in (known, pointed) if i is not None})
             sets = [keys.aliases(i) for i in ids]
             pipe = client.pipeline(transaction=False)
