@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
+from flask_tenant_cache.identifiers import TenantIdentifier
 from flask_tenant_cache.tenant import Tenant
 
 __all__ = ["ENTRY_VERSION", "decode", "encode", "tenant_id"]
@@ -41,8 +41,11 @@ def decode(raw: bytes) -> Tenant | None:
 
 
 def tenant_id(raw: Any) -> str | None:
-    """A tenant id read from Redis (an id pointer), or None if it is none."""
+    """A tenant id read from Redis (an id pointer), or None if it is none.
+
+    Any primary key a tenant may have (a UUID, an integer, a string), checked.
+    """
     try:
-        return str(uuid.UUID(raw.decode())) if raw else None
+        return TenantIdentifier.id(raw.decode()).value if raw else None
     except (ValueError, UnicodeDecodeError, AttributeError):
         return None
