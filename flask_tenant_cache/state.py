@@ -110,6 +110,11 @@ class AppState:
 
             store = RedisControlStore(self.redis.conn, self.redis.keys)
             records = RedisMismatchLog(self.redis.conn, self.redis.keys, s.mismatch_records)
+        elif s.rollout_plan is not None or s.guard is not None:
+            logger.warning(
+                "tenant cache: no TENANT_CACHE_REDIS_URL, so the rollout plan and the guard run"
+                " in each process on its own: its own steps, its own trip, lost at a restart"
+            )
         self.shadow = ShadowComparer(
             self.app,
             self.resolvers,

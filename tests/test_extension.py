@@ -152,8 +152,9 @@ def test_custom_header_name():
     ],
 )
 def test_invalid_identifier_is_400_json_and_never_loaded(app, loader, headers):
-    # Straight to the WSGI app, as a server sends it: Werkzeug's test client (before 3.1)
-    # parses the Host itself for its cookie jar and raises on a port that is not a number.
+    # Straight to the WSGI app, as a server sends it: Werkzeug's test client before 3.1.8
+    # parses the Host itself (for its cookie jar, or to check it is trusted) and raises on a
+    # port that is not a number before the app can answer.
     environ = EnvironBuilder(path="/whoami", headers=headers).get_environ()
     r = Response.from_app(app, environ, buffered=True)
     assert r.status_code == 400
