@@ -60,7 +60,7 @@ def _rounds(rounds: int, *, woken: bool) -> dict[str, Any]:
         calls[0] += 1
         return script(**kwargs)
 
-    follower.l2._get_script = counted  # type: ignore[assignment]
+    follower.l2._get_script = counted
     delays: list[float] = []
     waits: list[int] = []
     try:

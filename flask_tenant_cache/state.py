@@ -45,6 +45,8 @@ class AppState:
     validator: TenantIdentifierValidator
     loader: TenantLoader
     rollout: Rollout
+    #: The ``redis=`` of ``init_app``: a client or a callable that returns one (or None).
+    redis_source: Any = None
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     redis: RedisLayer | None = None
     shadow: ShadowComparer | None = None
@@ -55,6 +57,10 @@ class AppState:
     control: Controller = field(init=False)
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
+    #: The request's resolution (:func:`~.hook.make_hook`), set by ``init_app``.
+    hook: Callable[..., None] = field(default=lambda *a, **k: None)
+    #: The 400 message of a request that names no tenant.
+    missing_message: str = ""
     identification_stats: IdentificationStats = field(default_factory=IdentificationStats)
     #: ``TENANT_CACHE_STRATEGIES`` as one function (see :func:`.strategies.build_chain`).
     identify: Identify = field(init=False)
@@ -76,11 +82,20 @@ class AppState:
             raise ValueError(
                 "TENANT_CACHE_ROLLOUT_PLAN and a flag provider would both decide: choose one"
             )
-        if s.redis_url is not None:
+        source = self.redis_source
+        if isinstance(source, str):
+            raise TypeError("redis= takes a client; a URL goes in TENANT_CACHE_REDIS_URL")
+        if source is not None and s.redis_url is not None:
+            raise ValueError(
+                "TENANT_CACHE_REDIS_URL and redis= both name a Redis: give one of them"
+            )
+        if source is None:
+            source = s.redis_url
+        if source is not None:
             from flask_tenant_cache.redis_layer import RedisLayer
 
             self.redis = RedisLayer(
-                s.redis_url,
+                source,
                 prefix=s.redis_prefix,
                 ttl=s.redis_ttl,
                 channel=s.invalidation_channel,
@@ -90,6 +105,11 @@ class AppState:
                 on_resubscribe=self.flush_local,
                 on_rollout=self._apply_rollout,
             )
+            try:
+                self.redis.check()
+            except ValueError:
+                self.redis.stop()
+                raise
         v1 = DualCacheResolver(
             self.loader,
             max_entries=s.v1_max_entries,
@@ -159,7 +179,7 @@ class AppState:
             return self.flush_local()
         try:
             idents = [TenantIdentifier.from_cache_key(key)]
-            idents += [TenantIdentifier.uuid(i) for i in ids]
+            idents += [TenantIdentifier.id(i) for i in ids]
         except (InvalidIdentifier, ValueError):
             logger.warning("tenant cache: invalidation of a malformed key ignored: %r", key[:80])
             return 0
@@ -197,6 +217,9 @@ class AppState:
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version; the Redis layer, rollout and shadow."""
         data: dict[str, Any] = {v: r.stats().as_dict() for v, r in self.resolvers.items()}
+        rejected = getattr(self.loader, "rejected_rows", None)
+        if isinstance(rejected, int):
+            data["loader"] = {"rejected_rows": rejected}
         rollout = data["rollout"] = self.rollout.stats(self.app.config)
         shadow: dict[str, Any] = self.shadow.stats() if self.shadow is not None else {}
         shadow_lookups = shadow.get("lookups", {})

@@ -1,11 +1,13 @@
-"""Fixtures: a Flask app with a real SQLite tenant table, and Redis (shared or private)."""
+"""Fixtures: a Flask app with a real SQLite tenant table, Redis (shared or private), deployments."""
 
 from __future__ import annotations
 
 import functools
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,18 @@ from tests.helpers.app import (
     build_app,
     need_service,
     update_tenant,
+)
+from tests.helpers.deployments import (
+    AclRedis,
+    Cluster,
+    Node,
+    SentinelSet,
+    TlsFiles,
+    binary,
+    make_tls_files,
+    running,
+    tls_server,
+    valkey_binary,
 )
 from tests.helpers.redis_server import SHARED_REDIS_URL, PrivateRedis
 from tests.helpers.resolvers import ACME, GLOBEX, MemoryLoader
@@ -92,31 +106,14 @@ def shared_redis() -> Iterator[dict[str, Any]]:
     client.close()
 
 
-def _redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need_service("redis-server", "the binary is not installed")
-        raise AssertionError("unreachable")
-    return binary
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A redis-server of this test's own; never the shared one, since tests break it."""
-    server = PrivateRedis(_redis_binary())
-    server.start()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
     """``start_redis(*options)``: a running redis-server of this test's own, stopped after."""
-    binary = _redis_binary()
+    server_binary = binary("redis-server")
     servers: list[PrivateRedis] = []
 
     def start(*args: str) -> PrivateRedis:
-        server = PrivateRedis(binary, *args)
+        server = PrivateRedis(server_binary, *args)
         servers.append(server)
         server.start()
         return server
@@ -124,6 +121,15 @@ def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own; never the shared one, since tests break it."""
+    server = PrivateRedis(binary("redis-server"))
+    server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -145,3 +151,51 @@ def redis_apps() -> Iterator[Callable[..., Flask]]:
     for app in apps:
         with app.app_context():
             app.extensions["test"]["ext"].close()
+
+
+# -- deployments (Cluster, Sentinel, ACL, TLS, Valkey), started once per session ------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A 3-master Redis Cluster of the session's own."""
+    yield from running(Cluster(binary("redis-server"), binary("redis-cli")))
+
+
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A master, a replica and three sentinels of the session's own (tests fail it over)."""
+    yield from running(SentinelSet(binary("redis-server")))
+
+
+@pytest.fixture(scope="session")
+def acl_redis() -> Iterator[AclRedis]:
+    """A redis-server on which tests add ACL users of their own."""
+    yield from running(AclRedis(binary("redis-server")))
+
+
+@pytest.fixture(scope="session")
+def tls_files() -> Iterator[TlsFiles]:
+    directory = Path(tempfile.mkdtemp(prefix="tenant-cache-tls-"))
+    try:
+        yield make_tls_files(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tls_files: TlsFiles) -> Iterator[Node]:
+    """A TLS-only redis-server (no client certificate asked for)."""
+    yield from running(tls_server(tls_files, auth_clients=False))
+
+
+@pytest.fixture(scope="session")
+def mtls_redis(tls_files: TlsFiles) -> Iterator[Node]:
+    """A TLS-only redis-server that requires a client certificate signed by the CA."""
+    yield from running(tls_server(tls_files, auth_clients=True))
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[Node]:
+    """A valkey-server of the session's own."""
+    yield from running(Node(valkey_binary()))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import redis
 from flask import Flask
+from redis.cluster import RedisCluster
 
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel, escape_glob
 from tests.helpers.app import ACME_ID
@@ -98,8 +99,9 @@ def test_on_a_cluster_node_every_script_stays_in_one_slot(
     admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
     wait_for(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"), what="ok")
     admin.close()
-    app = redis_apps(node.config)
-    other = redis_apps(node.config)
+    # A plain client on a cluster node is refused at init_app: the cluster client it needs.
+    app = redis_apps(redis=lambda: RedisCluster.from_url(node.url))
+    other = redis_apps(redis=lambda: RedisCluster.from_url(node.url))
     serve_all(app)
     serve_all(other)
     assert stats(other)["v2"]["l2"] == {"l2_hits": 3, "l2_misses": 0, "l2_errors": 0}

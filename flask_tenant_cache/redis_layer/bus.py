@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +58,8 @@ def decode(data: Any) -> dict[str, Any] | None:
     if (key is not None and not isinstance(key, str)) or not isinstance(ids, list):
         return None
     try:
-        message["ids"] = [str(uuid.UUID(i)) for i in ids]
+        # Any primary key a tenant may have (a UUID, an integer, a string), checked.
+        message["ids"] = [TenantIdentifier.id(i).value for i in ids]
     except (ValueError, TypeError, AttributeError):
         return None
     return message
@@ -182,7 +182,8 @@ class InvalidationBus:
         if self._publish_client is not client:  # a fork gives the connection a new client
             self._publish_script = client.register_script(scripts.PUBLISH)
             self._publish_client = client
-        self._publish_script(keys=[self.l2.keys.sequence], args=[self.channel, body[1:]])
+        command = self.conn.publish_command
+        self._publish_script(keys=[self.l2.keys.sequence], args=[self.channel, body[1:], command])
         with self._lock:
             self.counters["published"] += 1
 
@@ -294,7 +295,7 @@ class InvalidationBus:
         subscribed_before = False
         loaded = self.l2.keys.loaded
         while not self._stop.is_set():
-            pubsub = self.conn.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self.conn.pubsub()
             try:
                 pubsub.subscribe(self.channel, loaded)
                 while not self._stop.is_set():
@@ -337,7 +338,7 @@ class InvalidationBus:
         try:
             client = self.conn.client
             current = int(client.get(self.l2.keys.sequence) or 0)
-            run_id = str(client.info("server").get("run_id", ""))
+            run_id = self.conn.run_id(self.l2.keys.sequence)
         except _READ_ERRORS as exc:
             self.conn.failed("sequence read", exc)
             verdict = Verdict.GAP  # nothing proven: whatever was published meanwhile is lost

@@ -8,13 +8,20 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_tenant_cache.identifiers import TenantIdentifier
+from flask_tenant_cache.redis_layer import rollout, scripts
 from flask_tenant_cache.redis_layer.bus import InvalidationBus, InvalidationHandler
-from flask_tenant_cache.redis_layer.client import RedisConnection
+from flask_tenant_cache.redis_layer.client import RedisConnection, RedisSource, script_commands
 from flask_tenant_cache.redis_layer.keys import KeySpace, default_channel
 from flask_tenant_cache.redis_layer.l2 import RedisL2
 from flask_tenant_cache.redis_layer.rollout import SharedOverride
 
 __all__ = ["RedisLayer"]
+
+#: Every Lua script the layer runs (the start-up check tries each command they call).
+SCRIPTS = (
+    *(scripts.GET_OR_CLAIM, scripts.FINISH, scripts.ABANDON, scripts.DROP),
+    *(scripts.PUBLISH, scripts.RAISE, *rollout.SCRIPTS),
+)
 
 #: How many socket timeouts a process's first request waits for its subscription at most.
 SYNC_TIMEOUTS = 4
@@ -27,6 +34,8 @@ class RedisLayer:
     loader (see :class:`~.client.RedisConnection` for the circuit breaker), and invalidations
     are queued until it answers (see :class:`~.bus.InvalidationBus`).
 
+    :param source: the client, a callable that returns one, or a URL (see
+        :data:`~.client.RedisSource`).
     :param prefix: what every key and the default channel are named under.
     :param channel: the invalidation channel (None: derived from the prefix).
     :param on_invalidate: applies a message from another process to this process's caches.
@@ -36,7 +45,7 @@ class RedisLayer:
 
     def __init__(
         self,
-        url: str,
+        source: RedisSource,
         *,
         prefix: str,
         ttl: float,
@@ -50,7 +59,7 @@ class RedisLayer:
         max_pending: int = 1000,
     ) -> None:
         self.conn = RedisConnection(
-            url, socket_timeout=socket_timeout, retry_interval=retry_interval
+            source, socket_timeout=socket_timeout, retry_interval=retry_interval
         )
         self.keys = KeySpace(prefix)
         #: The second layer, for the resolvers.
@@ -86,6 +95,10 @@ class RedisLayer:
     def serving(self) -> bool:
         """Whether requests may be served from the local caches without :meth:`start`."""
         return self.ready and self.bus.started
+
+    def check(self) -> None:
+        """Refuse (``ValueError``) a deployment this app cannot work with, if Redis answers."""
+        self.conn.check(self.keys, self.bus.channel, script_commands(SCRIPTS))
 
     @property
     def started(self) -> bool:
@@ -153,5 +166,6 @@ class RedisLayer:
             **self.bus.stats(),
             **self.l2.stats(),
             "errors": self.conn.errors,
+            "configuration_errors": self.conn.configuration_errors,
             "rollout_superseded": self.rollout.superseded,
         }

@@ -36,7 +36,8 @@ class RedisControlStore:
     def __init__(self, conn: RedisConnection, keys: KeySpace) -> None:
         self.conn = conn
         self.key = keys.plan
-        self._save = conn.client.register_script(_SAVE)
+        #: Registered on first use: a client the app's callable builds may not exist yet.
+        self._save: Any = None
 
     def load(self) -> PlanState | None:
         """The stored state.
@@ -60,10 +61,11 @@ class RedisControlStore:
         """
         data = state.as_dict()
         try:
+            client = self.conn.client
+            if self._save is None:
+                self._save = client.register_script(_SAVE)
             # The client is replaced after a fork: bind the script to it.
-            won, raw = self._save(
-                keys=[self.key], args=[expected, json.dumps(data)], client=self.conn.client
-            )
+            won, raw = self._save(keys=[self.key], args=[expected, json.dumps(data)], client=client)
         except ERRORS as exc:
             self.conn.failed("rollout plan write", exc)
             raise StoreUnavailable(str(exc)) from exc

@@ -30,6 +30,9 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1],
 return {1, version}
 """
 
+#: Every script's source (the start-up check tries each command they run).
+SCRIPTS = (_SET,)
+
 
 class SharedOverride:
     """The operator's rollout override, the same on every process.

@@ -11,11 +11,11 @@ __all__ = ["ABANDON", "DROP", "FINISH", "GET_OR_CLAIM", "PUBLISH", "RAISE"]
 # The processes waiting for it are woken by a message on the "loaded" channel.
 # KEYS: epoch, claim, entry, then for a found tenant its alias set and one id pointer per
 # alias. ARGV: epoch seen, entry ('' = not found), ttl, tenant id, node id, marker ms,
-# loaded channel, cache key.
+# loaded channel, cache key, PUBLISH (or SPUBLISH on a cluster, where the bus is sharded).
 FINISH = """
 local fresh = (redis.call('GET', KEYS[1]) or '0') == ARGV[1]
 if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[7], ARGV[8])
+redis.call(ARGV[9], ARGV[7], ARGV[8])
 if not fresh then return 0 end
 if ARGV[2] == '' then
   redis.call('SET', KEYS[2], 'none:' .. ARGV[1], 'PX', ARGV[6])
@@ -49,10 +49,10 @@ return {raw or false, owner or false, epoch, claimed}
 """
 
 # Gives up a claim after a failed load, so the waiting processes load for themselves.
-# KEYS: claim; ARGV: node id, loaded channel, cache key.
+# KEYS: claim; ARGV: node id, loaded channel, cache key, PUBLISH (or SPUBLISH).
 ABANDON = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call(ARGV[4], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -79,10 +79,10 @@ return redis.call('INCR', KEYS[1])
 
 # Publishes a bus message numbered by the next value of the sequence, in one step, so the
 # numbers reach every subscriber in order. KEYS: sequence; ARGV: channel, the message's JSON
-# object without its opening brace. Returns the number.
+# object without its opening brace, PUBLISH (or SPUBLISH on a cluster). Returns the number.
 PUBLISH = """
 local number = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], '{"s": ' .. number .. ', ' .. ARGV[2])
+redis.call(ARGV[3], ARGV[1], '{"s": ' .. number .. ', ' .. ARGV[2])
 return number
 """
 

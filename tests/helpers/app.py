@@ -106,6 +106,7 @@ def build_app(
     loader_factory: Callable[..., Any] | None = None,
     flag_provider: Any = None,
     admin_authorizer: Callable[[], bool] | None = None,
+    redis: Any = None,
     clock: Callable[[], float] | None = None,
     strategies: dict[str, Callable[[Any], Any]] | None = None,
     **config: Any,
@@ -114,10 +115,10 @@ def build_app(
 
     The loader is a ``CountingLoader`` around ``SQLAlchemyTenantLoader`` unless
     ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
-    ``flag_provider`` goes to ``TenantCache`` and ``admin_authorizer`` is registered on it.
-    ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a token. ``clock``
-    (a ``FakeTimer``) is the extension's timer and wall clock both. ``strategies`` are
-    identifier strategies registered by name before ``init_app``.
+    ``flag_provider`` and ``redis`` go to ``TenantCache`` and ``admin_authorizer`` is
+    registered on it. ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a
+    token. ``clock`` (a ``FakeTimer``) is the extension's timer and wall clock both.
+    ``strategies`` are identifier strategies registered by name before ``init_app``.
     """
     app = Flask(__name__)
     app.config.update(
@@ -136,7 +137,7 @@ def build_app(
     else:
         loader = loader_factory(db, model, active_column="active")
     clocks: dict[str, Any] = {} if clock is None else {"timer": clock, "clock": clock}
-    tenant_cache = TenantCache(loader=loader, flag_provider=flag_provider, **clocks)
+    tenant_cache = TenantCache(loader=loader, flag_provider=flag_provider, redis=redis, **clocks)
     for name, strategy in (strategies or {}).items():
         tenant_cache.identifier_strategy(strategy, name=name)
     tenant_cache.init_app(app)
