@@ -242,8 +242,8 @@ class CachingResolver(ABC):
     def invalidate(self, ident: TenantIdentifier) -> int:
         """Drop every cached alias of the tenant ``ident`` names, and all not-found entries.
 
-        Costs the number of that tenant's aliases, whatever the size of the store; only the
-        loads in flight for those keys are detached.
+        Costs the number of that tenant's aliases, whatever the size of the store, and the
+        number of loads in flight, which are all detached.
         """
         key = ident.cache_key
         with self._lock:
@@ -251,7 +251,9 @@ class CachingResolver(ABC):
             keys = store.keys_of(key)
             dropped = store.discard(key) + store.drop_negatives()
             self._record(keys)
-        self._flights.forget(keys)
+        # Every load in flight, not only those of this tenant's keys: a load of a name nobody
+        # had may be about to answer "not found" for the name this tenant has just taken.
+        self._flights.forget()
         return dropped
 
     def invalidate_all(self) -> int:
