@@ -24,7 +24,16 @@ from ._report import (
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_JSON = RESULTS / "latest.json"
 #: In the order they run: the in-process parts first, before any server warms the cores up.
-PARTS = ("micro", "requests", "coalescing", "memory", "cluster", "http", "control")
+PARTS = (
+    "micro",
+    "requests",
+    "identification",
+    "coalescing",
+    "memory",
+    "cluster",
+    "http",
+    "control",
+)
 
 
 def _parts(value: str) -> list[str]:
@@ -139,6 +148,9 @@ def _control(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
 RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     "micro": _micro,
     "requests": _requests,
+    "identification": lambda quick, out: __import__(
+        "benchmarks.identification", fromlist=["run"]
+    ).run(quick, out),
     "coalescing": _coalescing,
     "memory": _memory,
     "cluster": _cluster,

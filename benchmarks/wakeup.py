@@ -49,10 +49,10 @@ def _layer(prefix: str) -> RedisLayer:
 def _rounds(rounds: int, *, woken: bool) -> dict[str, Any]:
     prefix = f"tc-bench-{uuid.uuid4().hex[:12]}"
     leader, follower = _layer(prefix), _layer(prefix)
-    if woken:
-        follower.start()
-        while not follower.l2.wakeups:
-            time.sleep(0.001)
+    leader.start()
+    follower.start()  # both in step with the bus: the L2 is read
+    if not woken:  # nothing wakes it: it looks again every 2 ms, as it did before
+        follower.l2.wake = lambda cache_key: None  # type: ignore[method-assign]
     script = follower.l2._scripts()._get_script
     calls = [0]
 
@@ -103,12 +103,12 @@ def bench_wakeup(quick: bool) -> dict[str, Any]:
     """The woken follower and the polling baseline, in the same run."""
     rounds = 10 if quick else 50
     woken = _rounds(rounds, woken=True)
-    saved = l2_module.POLL_INTERVAL
-    l2_module.POLL_INTERVAL = 0.002
+    saved = l2_module.POLL_INTERVAL, l2_module.RECHECKS
+    l2_module.POLL_INTERVAL, l2_module.RECHECKS = 0.002, 2500  # 5 s / 2500 = 2 ms
     try:
         polling = _rounds(rounds, woken=False)
     finally:
-        l2_module.POLL_INTERVAL = saved
+        l2_module.POLL_INTERVAL, l2_module.RECHECKS = saved
     return {
         "hold_ms": HOLD * 1e3,
         "woken": woken,

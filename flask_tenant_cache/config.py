@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,14 @@ from .guard import GuardLimits
 from .identifiers import InvalidIdentifier, normalize_host
 from .plan import Step, parse_plan
 
-__all__ = ["DEFAULTS", "Settings", "live_percent", "load_settings"]
+__all__ = [
+    "BUILTIN_STRATEGIES",
+    "DEFAULTS",
+    "HeaderTrust",
+    "Settings",
+    "live_percent",
+    "load_settings",
+]
 
 logger = logging.getLogger("flask_tenant_cache")
 
@@ -22,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_HEADER": "X-Tenant-ID",
     "TENANT_CACHE_BASE_DOMAINS": [],
     "TENANT_CACHE_REQUIRED": True,
+    "TENANT_CACHE_STRATEGIES": ["header", "host"],
+    "TENANT_CACHE_ON_CONFLICT": "error",
+    "TENANT_CACHE_HEADER_TRUSTED": None,
+    "TENANT_CACHE_UNTRUSTED_HEADER": "refuse",
+    "TENANT_CACHE_PATH_PREFIX": "/t",
     "TENANT_CACHE_USE_V2": True,
     "TENANT_CACHE_TTL": 300,
     "TENANT_CACHE_NEGATIVE_TTL": 30,
@@ -57,6 +70,13 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _HEADER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
+#: The strategies the extension brings; an app registers more by name.
+BUILTIN_STRATEGIES = ("header", "host", "path")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Who may send the tenant header: None (anyone), networks, or a callable given the request.
+HeaderTrust = tuple[Network, ...] | Callable[[Any], bool] | None
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -66,6 +86,11 @@ class Settings:
     header_environ_key: str
     base_domains: tuple[str, ...]
     required: bool
+    strategies: tuple[str, ...]
+    on_conflict: str
+    header_trusted: HeaderTrust
+    untrusted_header: str
+    path_prefix: str
     ttl: float
     negative_ttl: float
     idle_timeout: float | None
@@ -139,6 +164,70 @@ def _base_domains(config: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(normalize_host(v) for v in value))
     except InvalidIdentifier as exc:
         raise ValueError(f"{key} holds an invalid domain: {exc}") from None
+
+
+def _string_list(config: Mapping[str, Any], key: str, expected: str) -> list[str]:
+    """A non-empty list (or tuple) of strings, or one comma-separated string of them."""
+    value = config[key]
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise _fail(key, expected, config[key])
+    return list(value)
+
+
+def _strategies(config: Mapping[str, Any], custom: Collection[str]) -> tuple[str, ...]:
+    key = "TENANT_CACHE_STRATEGIES"
+    value = _string_list(config, key, "a non-empty list of strategy names")
+    if len(set(value)) != len(value):
+        raise _fail(key, "a list without repeated names", value)
+    known = (*BUILTIN_STRATEGIES, *custom)
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise ValueError(
+            f"{key} names an unknown strategy {unknown[0]!r}: choose from {', '.join(known)},"
+            " or register one with @tenant_cache.identifier_strategy before init_app"
+        )
+    return tuple(value)
+
+
+def _choice(config: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = config[key]
+    if value not in choices:
+        raise _fail(key, " or ".join(repr(c) for c in choices), value)
+    return str(value)
+
+
+def _header_trusted(config: Mapping[str, Any]) -> HeaderTrust:
+    key = "TENANT_CACHE_HEADER_TRUSTED"
+    value = config[key]
+    if value is None or callable(value):
+        return value  # type: ignore[no-any-return]
+    value = _string_list(
+        config, key, "None, a callable or a non-empty list of networks in CIDR form"
+    )
+    try:
+        # strict: "10.0.0.1/8" is a typo for a network or for a host, refuse to guess which.
+        return tuple(ipaddress.ip_network(v) for v in value)
+    except ValueError as exc:
+        raise ValueError(f"{key} holds an invalid network: {exc}") from None
+
+
+def _path_prefix(config: Mapping[str, Any]) -> str:
+    key = "TENANT_CACHE_PATH_PREFIX"
+    value = config[key]
+    if (
+        not isinstance(value, str)
+        or not value.startswith("/")
+        or value.endswith("/")
+        or any(c.isspace() or c in "%?#" for c in value)
+    ):
+        raise _fail(key, "a path such as '/t' (a leading '/', none at the end)", value)
+    return value
 
 
 def _max_entries(config: Mapping[str, Any], key: str) -> int:
@@ -250,8 +339,13 @@ def live_percent(config: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
-def load_settings(config: MutableMapping[str, Any]) -> Settings:
+def load_settings(
+    config: MutableMapping[str, Any], custom_strategies: Collection[str] = ()
+) -> Settings:
     """Fill in the defaults of ``config`` (an ``app.config``) and validate every key.
+
+    :param custom_strategies: the names of the strategies the app registered, which
+        ``TENANT_CACHE_STRATEGIES`` may name besides the built-in ones.
 
     :raises ValueError: naming the first key whose value is invalid.
     """
@@ -270,6 +364,11 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         header_environ_key="HTTP_" + header.upper().replace("-", "_"),
         base_domains=_base_domains(config),
         required=_flag(config, "TENANT_CACHE_REQUIRED"),
+        strategies=_strategies(config, custom_strategies),
+        on_conflict=_choice(config, "TENANT_CACHE_ON_CONFLICT", ("error", "first")),
+        header_trusted=_header_trusted(config),
+        untrusted_header=_choice(config, "TENANT_CACHE_UNTRUSTED_HEADER", ("refuse", "ignore")),
+        path_prefix=_path_prefix(config),
         ttl=_number(config, "TENANT_CACHE_TTL", positive=True),
         negative_ttl=_number(config, "TENANT_CACHE_NEGATIVE_TTL"),
         idle_timeout=_optional_seconds(config, "TENANT_CACHE_IDLE_TIMEOUT"),

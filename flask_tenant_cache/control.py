@@ -121,9 +121,19 @@ class Controller:
             self._save_trip(self._unsaved_trip)
         try:
             state = self.store.load()
+            known = self._state
             if state is None:
-                fresh = PlanState(steps=self.steps, step=0, started_at=self.clock())
-                state = self.store.save(fresh, 0)[1] or fresh
+                state = self._recreate()
+            elif known is not None and state.version < known.version:
+                # Versions only grow: Redis lost writes (a restart, a failover). This copy is
+                # newer than what it holds now, so it goes back, on top of it.
+                logger.warning(
+                    "tenant cache: the stored rollout plan went back from version %d to %d;"
+                    " writing this process's copy back",
+                    known.version,
+                    state.version,
+                )
+                state = self.store.save(known.replace(version=0), state.version)[1] or known
         except StoreUnavailable:
             self.counters["store_errors"] += 1
             self._blind = True
@@ -141,6 +151,22 @@ class Controller:
         self._state = state
         self._apply(state)
         return state
+
+    def _recreate(self) -> PlanState:
+        """A state for a store that holds none: new, or this process's copy if it had one.
+
+        A store that lost the state (Redis restarted empty, a failover to a replica that
+        never had it) must not undo a trip, a pause or the steps taken.
+        """
+        known = self._state
+        if known is not None:
+            logger.warning(
+                "tenant cache: the stored rollout plan is gone; writing this process's copy back"
+            )
+            fresh = known.replace(version=0)
+        else:
+            fresh = PlanState(steps=self.steps, step=0, started_at=self.clock())
+        return self.store.save(fresh, 0)[1] or fresh
 
     def _apply(self, state: PlanState) -> None:
         # A trip holds v1 by itself too: lifting the override by hand does not undo it.

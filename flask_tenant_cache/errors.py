@@ -41,6 +41,18 @@ class MissingTenantIdentifier(InvalidTenantIdentifier):
     error_code = "missing_tenant_identifier"
 
 
+class ConflictingTenantIdentifiers(InvalidTenantIdentifier):
+    """Two strategies name different tenants (``TENANT_CACHE_ON_CONFLICT = "error"``): 400."""
+
+    error_code = "conflicting_tenant_identifiers"
+
+
+class UntrustedTenantHeader(_JSONError, Forbidden):
+    """The tenant header came from a source ``TENANT_CACHE_HEADER_TRUSTED`` does not trust: 403."""
+
+    error_code = "untrusted_tenant_header"
+
+
 class TenantNotFound(_JSONError, NotFound):
     """No active tenant answers to the identifier: 404."""
 

@@ -7,24 +7,31 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, request
 from werkzeug.local import LocalProxy
 
-from .config import load_settings
+from .config import BUILTIN_STRATEGIES, load_settings
 from .errors import AdminAuthRequired, AdminForbidden
 from .figures import make_recorder
 from .flags import Decision, FlagProvider, Rollout
-from .hook import current_decision, current_tenant_or_none, make_hook
+from .hook import current_decision, current_identification, current_tenant_or_none, make_hook
 from .identifiers import TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
 from .mismatches import IgnoreRule
 from .resolvers.base import Resolver
 from .state import AppState
+from .strategies import IdentifierStrategy
 from .tenant import Tenant
 
-__all__ = ["TenantCache", "current_resolver_version", "current_rollout_decision", "current_tenant"]
+__all__ = [
+    "TenantCache",
+    "current_identification",
+    "current_resolver_version",
+    "current_rollout_decision",
+    "current_tenant",
+]
 
 logger = logging.getLogger("flask_tenant_cache")
 
@@ -33,6 +40,7 @@ BLUEPRINT_NAME = "tenant_cache"
 _EXEMPT_ATTR = "_tenant_cache_exempt"
 
 V = TypeVar("V")
+S = TypeVar("S", bound=IdentifierStrategy)
 AdminAuthorizer = Callable[[], bool]
 
 
@@ -77,6 +85,7 @@ class TenantCache:
         self.clock = clock
         self._exempt_blueprints: set[str] = set()
         self._admin_authorizer: AdminAuthorizer | None = None
+        self._strategies: dict[str, IdentifierStrategy] = {}
         self._ignore_rules: list[IgnoreRule] = []
         if app is not None:
             self.init_app(app)
@@ -98,7 +107,12 @@ class TenantCache:
         loader = loader or self.loader
         if loader is None or not isinstance(loader, TenantLoader):
             raise TypeError("TenantCache needs a loader: an object with load(identifier)")
-        settings = load_settings(app.config)
+        settings = load_settings(app.config, self._strategies)
+        for name in self._strategies.keys() - set(settings.strategies):
+            logger.warning(
+                "identifier strategy %r is registered but not in TENANT_CACHE_STRATEGIES: unused",
+                name,
+            )
         state = AppState(
             ext=self,
             app=app,
@@ -114,6 +128,10 @@ class TenantCache:
         app.extensions[EXTENSION_KEY] = state
         app.before_request(make_hook(state))
         app.after_request(make_recorder(state))
+        if "path" in settings.strategies:
+            from .path_prefix import install
+
+            install(app, settings.path_prefix)
 
         from .cli import tenant_cache_cli
         from .views import blueprint
@@ -130,6 +148,37 @@ class TenantCache:
         else:
             setattr(view, _EXEMPT_ATTR, True)
         return view
+
+    @overload
+    def identifier_strategy(self, func: S, *, name: str | None = None) -> S: ...
+
+    @overload
+    def identifier_strategy(
+        self, func: None = None, *, name: str | None = None
+    ) -> Callable[[S], S]: ...
+
+    def identifier_strategy(
+        self, func: S | None = None, *, name: str | None = None
+    ) -> S | Callable[[S], S]:
+        """Register a strategy (a decorator) that ``TENANT_CACHE_STRATEGIES`` may then name.
+
+        Given the request, it returns a raw identifier (a UUID, a slug or a host, read as the
+        header is), a :class:`~.TenantIdentifier`, or None when it names no tenant; it raises
+        :exc:`~.InvalidIdentifier` for a malformed value (a 400). Register it before
+        ``init_app``.
+
+        :param name: the name in ``TENANT_CACHE_STRATEGIES``; by default the function's.
+        :raises ValueError: if the name is a built-in one or already registered.
+        """
+
+        def register(strategy: S) -> S:
+            key = name or getattr(strategy, "__name__", "")
+            if not key or key in BUILTIN_STRATEGIES or key in self._strategies:
+                raise ValueError(f"an identifier strategy needs a name of its own, not {key!r}")
+            self._strategies[key] = strategy
+            return strategy
+
+        return register if func is None else register(func)
 
     def flag_provider_handler(self, func: FlagProvider) -> FlagProvider:
         """Register the flag provider (a decorator): given a :class:`~.flags.FlagContext`, it

@@ -55,6 +55,14 @@ _RESOLVER_GAUGES: list[tuple[str, tuple[str, ...], str]] = [
 
 _BUS_GAUGES = {"pending", "waiting", "unfinished"}
 
+#: The identification counters (``stats()["identification"]``) and their help texts.
+_IDENTIFICATION_COUNTERS = {
+    "conflicts": "Requests refused because two strategies named different tenants.",
+    "untrusted_refused": "Tenant headers refused from an untrusted client.",
+    "untrusted_ignored": "Tenant headers ignored from an untrusted client.",
+    "second_lookups": "Later names looked up because they were no alias of the tenant.",
+}
+
 
 def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
     for part in path:
@@ -117,6 +125,12 @@ class TenantCacheCollector:
                     f"{self.prefix}_shadow_{name}",
                     f"Shadow comparisons {name}.",
                     value=shadow[name],
+                )
+        identification = stats.get("identification", {})
+        for name, text in _IDENTIFICATION_COUNTERS.items():
+            if name in identification:
+                yield CounterMetricFamily(
+                    f"{self.prefix}_identification_{name}", text, value=identification[name]
                 )
         if self.read_histograms is not None:
             yield from self._histograms(self.read_histograms())

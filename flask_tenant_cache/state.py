@@ -23,6 +23,7 @@ from .resolvers.base import Resolver
 from .resolvers.v1 import DualCacheResolver
 from .resolvers.v2 import UnifiedCacheResolver
 from .shadow import ShadowComparer
+from .strategies import IdentificationStats, Identify, build_chain
 
 if TYPE_CHECKING:
     from flask_tenant_cache.redis_layer import RedisLayer
@@ -54,9 +55,15 @@ class AppState:
     control: Controller = field(init=False)
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
+    identification_stats: IdentificationStats = field(default_factory=IdentificationStats)
+    #: ``TENANT_CACHE_STRATEGIES`` as one function (see :func:`.strategies.build_chain`).
+    identify: Identify = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.identify = build_chain(
+            s, self.validator, self.ext._strategies, self.identification_stats
+        )
         common: dict[str, Any] = {
             "ttl": s.ttl,
             "negative_ttl": s.negative_ttl,
@@ -103,6 +110,11 @@ class AppState:
 
             store = RedisControlStore(self.redis.conn, self.redis.keys)
             records = RedisMismatchLog(self.redis.conn, self.redis.keys, s.mismatch_records)
+        elif s.rollout_plan is not None or s.guard is not None:
+            logger.warning(
+                "tenant cache: no TENANT_CACHE_REDIS_URL, so the rollout plan and the guard run"
+                " in each process on its own: its own steps, its own trip, lost at a restart"
+            )
         self.shadow = ShadowComparer(
             self.app,
             self.resolvers,
@@ -197,6 +209,7 @@ class AppState:
             - shadow_lookups.get(v, 0)
             for v in self.resolvers
         }
+        data["identification"] = self.identification_stats.as_dict()
         if self.shadow is not None:
             data["shadow"] = shadow
         data["figures"] = self.figures.window()

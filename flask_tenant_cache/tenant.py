@@ -55,6 +55,15 @@ class Tenant:
         """The cache keys of :attr:`aliases`."""
         return frozenset(a.cache_key for a in self.aliases)
 
+    def answers_to(self, ident: TenantIdentifier) -> bool:
+        """Whether ``ident`` is one of :attr:`aliases`, without building them."""
+        kind, value = ident.kind, ident.value
+        if kind == "slug":
+            return value == self.slug
+        if kind == "host":
+            return value in self.domains
+        return value == str(self.id)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :meth:`from_dict` reads it back."""
         return {

@@ -172,6 +172,14 @@ def test_a_plan_and_a_flag_provider_cannot_both_decide() -> None:
         build_app(TENANT_CACHE_ROLLOUT_PLAN=PLAN, flag_provider=lambda context: "v1")
 
 
+def test_without_redis_the_plan_says_it_runs_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_tenant_cache"):
+        app = make(FakeTimer())
+    assert any("run in each process on its own" in r.getMessage() for r in caplog.records)
+    with app.app_context():
+        assert ext(app).rollout_control()["scope"] == "process"
+
+
 def test_no_plan_and_no_guard_means_no_control_section() -> None:
     app = build_app()
     with app.app_context():

@@ -202,3 +202,32 @@ def _stored_trip(server: Any) -> Any:
     finally:
         client.close()
     return None if raw is None else json.loads(raw)["tripped"]
+
+
+def test_a_plan_state_redis_lost_is_written_back_by_the_process_that_knew_it(
+    redis_apps: Any, shared_redis: Any
+) -> None:
+    clock = FakeTimer()
+    first, second = two(
+        redis_apps, shared_redis, clock, TENANT_CACHE_ROLLOUT_PLAN=[(25, 60), (50, 60), (100, 60)]
+    )
+    clock.advance(61)
+    send(first, probes(below=1), 10)
+    tick(first, clock)
+    assert control(first)["plan"]["step"] == 1
+    break_v2(first, clock, "fail")
+    send(first, probes(below=50), 10)
+    tick(first, clock)
+    assert control(first)["guard"]["tripped"] is not None
+
+    shared_redis["client"].delete("{" + shared_redis["TENANT_CACHE_REDIS_PREFIX"] + "}:plan")
+    # The other process finds nothing stored and writes back its own copy, an older one; the
+    # process that tripped sees the version go backwards and writes back its newer copy.
+    tick(second, clock)
+    tick(first, clock)
+    tick(second, clock)
+    for app in (first, second):
+        state = control(app)
+        assert state["plan"]["step"] == 1
+        assert state["guard"]["tripped"]["signal"] == "error_ratio"
+        assert plan_percent(app) == 0.0

@@ -105,8 +105,12 @@ def test_host_subdomain_and_header_slug_share_one_entry(client, loader):
     assert len(loader.calls) == 1
 
 
-def test_header_takes_precedence_over_host(client, loader):
-    r = client.get("/whoami", headers={"X-Tenant-ID": "globex", "Host": "acme.example.com"})
+def test_header_takes_precedence_over_host_when_the_first_wins():
+    app = build_app(TENANT_CACHE_ON_CONFLICT="first")
+    loader = app.extensions["test"]["loader"]
+    r = app.test_client().get(
+        "/whoami", headers={"X-Tenant-ID": "globex", "Host": "acme.example.com"}
+    )
     assert r.json["slug"] == "globex"
     assert loader.calls == [TenantIdentifier("slug", "globex")]
 

@@ -246,3 +246,21 @@ def test_rollout_shadow_and_stale_metrics_are_exported(admin_headers: dict[str, 
     assert samples[("tenant_cache_shadow_submitted_total", ())] == 0
     assert samples[("tenant_cache_stale_serves_total", (("version", "v2"),))] == 0
     assert samples[("tenant_cache_max_negative_entries", (("version", "v2"),))] == 1000
+
+
+def test_identification_counters_are_exported() -> None:
+    app = build_app(TENANT_CACHE_HEADER_TRUSTED=["10.0.0.0/8"])
+    client = app.test_client()
+    conflict = {"X-Tenant-ID": "globex", "Host": "acme.example.com"}
+    assert (
+        client.get(
+            "/whoami", headers=conflict, environ_base={"REMOTE_ADDR": "10.0.0.2"}
+        ).status_code
+        == 400
+    )
+    assert client.get("/whoami", headers=conflict).status_code == 403
+    found = samples(scrape(app))
+    assert found[("tenant_cache_identification_conflicts_total", None)] == 1
+    assert found[("tenant_cache_identification_untrusted_refused_total", None)] == 1
+    assert found[("tenant_cache_identification_untrusted_ignored_total", None)] == 0
+    assert found[("tenant_cache_identification_second_lookups_total", None)] == 1

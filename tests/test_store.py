@@ -265,3 +265,33 @@ def test_a_child_forked_during_a_load_loads_for_itself(version: str) -> None:
     finally:
         release.set()
         worker.join(5)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_request_after_an_invalidation_never_joins_a_load_that_began_before_it(
+    version: str,
+) -> None:
+    timer = FakeTimer()
+    db = MemoryLoader(tenant(0))
+    read_done, release = threading.Event(), threading.Event()
+
+    class SlowRead(MemoryLoader):
+        def load(self, ident: TenantIdentifier) -> Tenant | None:
+            found = db.load(ident)  # read now, answered later: a slow query
+            if ident == by_slug("t0-v1") and not read_done.is_set():
+                read_done.set()
+                release.wait(5)
+            return found
+
+    resolver = make(version, SlowRead(), timer)
+    early = threading.Thread(target=resolver.resolve, args=(by_slug("t0-v1"),))
+    early.start()
+    assert read_done.wait(5)  # it read "no tenant t0-v1": the rename is not committed yet
+    db.put(tenant(0, 1))
+    resolver.invalidate(by_uuid(IDS[0]))  # the tenant's new name is not a key it knew
+    try:
+        # invalidate() has returned: this request must see the rename.
+        assert resolver.resolve(by_slug("t0-v1")) == tenant(0, 1)
+    finally:
+        release.set()
+        early.join(5)

@@ -220,3 +220,16 @@ class TestAliases:
         for raw in (TID.hex, str(TID).upper(), "Acme", "acme.example.com", "xn--bcher-kva.example"):
             assert validator.parse(raw).cache_key in tenant.alias_keys
         assert validator.parse("globex").cache_key not in tenant.alias_keys
+
+
+def test_answers_to_every_alias_and_nothing_else() -> None:
+    tenant = Tenant(id=uuid.UUID(int=7), slug="acme", domains=("acme.test", "b.test"))
+    for alias in tenant.aliases:
+        assert tenant.answers_to(alias)
+    others = [
+        TenantIdentifier("uuid", str(uuid.UUID(int=8))),
+        TenantIdentifier("slug", "acme-2"),
+        TenantIdentifier("host", "c.test"),
+        TenantIdentifier("host", "acme"),
+    ]
+    assert [tenant.answers_to(o) for o in others] == [False] * 4

@@ -14,7 +14,7 @@ from typing import Any
 from flask_tenant_cache.identifiers import TenantIdentifier
 from flask_tenant_cache.redis_layer import scripts
 from flask_tenant_cache.redis_layer.client import ERRORS, RedisConnection
-from flask_tenant_cache.redis_layer.l2 import RedisL2
+from flask_tenant_cache.redis_layer.l2 import LOSS_MARGIN, RedisL2
 from flask_tenant_cache.redis_layer.sequence import MessageSequence, Verdict
 
 __all__ = ["InvalidationBus", "InvalidationHandler"]
@@ -26,6 +26,10 @@ InvalidationHandler = Callable[[str | None, list[str]], object]
 
 #: What reading the sequence may raise: Redis failing, or a counter that is not a number.
 _READ_ERRORS: tuple[type[Exception], ...] = (*ERRORS, ValueError)
+
+#: The longest wait between two attempts to subscribe again (s): a Redis that comes back
+#: is heard within this, and its queued invalidations sent.
+MAX_BACKOFF = 0.1
 
 #: Messages longer than this are dropped unread: ours are far shorter, and parsing is bounded.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -119,6 +123,7 @@ class InvalidationBus:
         )
         self._reset()
         conn.on_fork(self._reset)
+        conn.on_recovery(lambda: self._kick.set())
 
     def _reset(self) -> None:
         """No thread and no lock shared with the parent: at start, and in a child after a fork.
@@ -130,6 +135,12 @@ class InvalidationBus:
         #: Set once this process's subscriber subscribed and dropped what it may have missed.
         self.synced = threading.Event()
         self._stop = threading.Event()
+        #: Set to try subscribing again at once (Redis answered a request meanwhile).
+        self._kick = threading.Event()
+        #: True while subscribed and in step: whatever was missed was dropped.
+        self.listening = False
+        #: How many times the L2 had been discarded when the subscription last dropped.
+        self._discards_at_drop = 0
         self._thread: threading.Thread | None = None
         self.started = False
 
@@ -181,7 +192,8 @@ class InvalidationBus:
         last = self.sequence.last
         if last is not None:
             with contextlib.suppress(*ERRORS):  # if it fails, the next subscribe sees a gap
-                self.l2.raise_counter(self.l2.keys.sequence, last)
+                floor = last + LOSS_MARGIN
+                self.sequence.last = self.l2.raise_counter(self.l2.keys.sequence, floor)
         self._on_resubscribe()
 
     def _queue(self, key: str | None) -> None:
@@ -271,6 +283,7 @@ class InvalidationBus:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the subscriber thread and make one last attempt at the queue."""
         self._stop.set()
+        self._kick.set()
         if self._thread is not None:
             self._thread.join(timeout)
         if self._pending:
@@ -307,9 +320,13 @@ class InvalidationBus:
             except ERRORS as exc:
                 with self._lock:
                     self.counters["disconnects"] += 1
+                if self.listening:
+                    self._discards_at_drop = self.l2.generation
+                self.listening = False
                 self.conn.failed("subscription", exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._kick.wait(backoff)
+                self._kick.clear()
+                backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 self.l2.wakeups = False
                 with contextlib.suppress(*ERRORS):
@@ -326,7 +343,9 @@ class InvalidationBus:
             verdict = Verdict.GAP  # nothing proven: whatever was published meanwhile is lost
         else:
             verdict = self.sequence.subscribed(current, run_id)
-        if verdict is Verdict.LOST:
+        if verdict is Verdict.LOST and self.l2.generation != self._discards_at_drop:
+            self._on_resubscribe()  # a request here noticed the loss and discarded the L2
+        elif verdict is Verdict.LOST:
             self.l2.distrust("the server restarted or its invalidation sequence went back")
         elif verdict is Verdict.GAP:
             self._on_resubscribe()
@@ -336,6 +355,7 @@ class InvalidationBus:
         self._on_subscribed()
         with self._lock:  # counted once in step: what was missed is dropped, the override read
             self.counters["resubscribes" if again else "subscribes"] += 1
+        self.listening = True
         self.synced.set()
 
     def _received(self, data: Any) -> None:

@@ -52,6 +52,7 @@ class RedisConnection:
         self.retry_interval = retry_interval
         self._timer = timer
         self._fork_hooks: list[Callable[[], object]] = []
+        self._recovery_hooks: list[Callable[[], object]] = []
         self.errors = 0
         self._reset()
         ref = weakref.WeakMethod(self._after_fork)
@@ -82,6 +83,10 @@ class RedisConnection:
         """Run ``hook`` in a forked child, after the client was replaced."""
         self._fork_hooks.append(hook)
 
+    def on_recovery(self, hook: Callable[[], object]) -> None:
+        """Run ``hook`` when Redis answers again after an outage."""
+        self._recovery_hooks.append(hook)
+
     @property
     def client(self) -> redis.Redis:
         """This process's Redis client (a new one after a fork)."""
@@ -102,12 +107,15 @@ class RedisConnection:
             logger.warning("tenant cache: Redis %s failed, serving around it: %r", what, exc)
 
     def succeeded(self) -> None:
-        """Note that Redis answered (logged once after an outage)."""
+        """Note that Redis answered: the pause ends (logged once after an outage)."""
         if self._outage:
             with self._lock:
                 recovered, self._outage = self._outage, False
+                self._down_until = 0.0  # whoever saw it answer, every caller may use it now
             if recovered:
                 logger.warning("tenant cache: Redis answers again")
+                for hook in self._recovery_hooks:
+                    hook()
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -40,12 +40,20 @@ RECHECKS = 4
 #: oldest is dropped and its claim expires with ``load_timeout``.
 MAX_UNFINISHED = 1000
 
+#: How far past the highest value seen here a counter is raised after Redis lost writes:
+#: beyond what any other process can have seen, so they need not raise it again.
+LOSS_MARGIN = 1_000_000
+
 #: How often an invalidation is tried again when writes keep changing what it must delete.
 DROP_ATTEMPTS = 10
 
 
 class LostWrites(Exception):
     """Redis holds less than this process saw it hold: it lost acknowledged writes."""
+
+
+class OutdatedRead(Exception):
+    """A read that began before the L2 was discarded answered from before it."""
 
 
 def _tenant(data: Any) -> Tenant:
@@ -100,6 +108,8 @@ class RedisL2:
         self.highest_epoch = 0
         #: Set when Redis lost writes, until this app's L2 was discarded: not read meanwhile.
         self._distrusted = False
+        #: How many times the L2 was discarded after lost writes.
+        self.generation = 0
         #: Loads claimed here; requests waiting now for another process's load; loads waited
         #: for instead of made ("remote_waits"), and of those, answered by its result.
         #: Entries that could not be read (each a miss the loader answered).
@@ -161,6 +171,8 @@ class RedisL2:
         except LostWrites as exc:
             self.distrust(str(exc))
             return None, None, None
+        except OutdatedRead:
+            return None, None, None
         except ERRORS as exc:
             conn.failed("read", exc)
             return None, None, None
@@ -183,8 +195,12 @@ class RedisL2:
         be one of them come back. Nothing is read from the L2 until it was discarded.
         """
         with self._lock:
-            self._distrusted = True
-            self.counters["lost_writes"] += 1
+            noticed, self._distrusted = self._distrusted, True
+            if not noticed:
+                self.counters["lost_writes"] += 1
+        if noticed:
+            self._recover()
+            return
         logger.warning(
             "tenant cache: Redis lost writes (%s): discarding the L2 under %r and the local caches",
             why,
@@ -204,6 +220,7 @@ class RedisL2:
                 self.conn.failed("discard of the L2", exc)
                 return False
             self._distrusted = False
+            self.generation += 1
             self.on_lost()
             return True
         finally:
@@ -215,6 +232,9 @@ class RedisL2:
         keys = [self.keys.entry(key), self.keys.claim(key), self.keys.epoch]
         args = [self.conn.node_id, self._claim_ms()]
         deadline = time.monotonic() + self.load_timeout
+        # A read that began before this process discarded the L2 may still answer with the
+        # epoch of before: that is no new loss.
+        generation = self.generation
         waited = False
         # Registered before the first read: a result stored between a read and the wait
         # still wakes it.
@@ -226,6 +246,10 @@ class RedisL2:
                 woken.clear()
                 raw, owner, epoch, claimed = get_or_claim(keys=keys, args=args)
                 if not self._seen(epoch):
+                    if generation != self.generation:
+                        if claimed:
+                            self.abandon(ident)
+                        raise OutdatedRead
                     raise LostWrites(f"the epoch went back to {int(epoch)}")
                 if raw is not None:
                     hit, tenant = self._read(ident, raw)
@@ -386,12 +410,12 @@ class RedisL2:
             if name not in kept:
                 pipe.unlink(name)
         pipe.execute()
-        self.raise_counter(keys.epoch, self.highest_epoch)
+        self.raise_counter(keys.epoch, self.highest_epoch + LOSS_MARGIN)
         self._seen(client.incr(keys.epoch))
 
-    def raise_counter(self, key: str, floor: int) -> None:
-        """Raise the counter ``key`` to at least ``floor`` (raises what Redis raises)."""
-        self._scripts()._raise_script(keys=[key], args=[floor])
+    def raise_counter(self, key: str, floor: int) -> int:
+        """Raise the counter ``key`` to at least ``floor``; its value (raises what Redis raises)."""
+        return int(self._scripts()._raise_script(keys=[key], args=[floor]))
 
     def stats(self) -> dict[str, int]:
         """Loads claimed here, and loads waited for in another process (and answered)."""

@@ -65,7 +65,9 @@ class RedisLayer:
             on_rollout=lambda value, version: self.rollout.received(value, version),
             max_pending=max_pending,
         )
-        self.l2.held = lambda: self.bus.pending > 0
+        # While an invalidation is unsent, or the subscriber is not in step (it may be missing
+        # messages), Redis may hold what was invalidated: the loader answers instead.
+        self.l2.held = lambda: self.bus.pending > 0 or not self.bus.listening
         self.l2.on_lost = self.bus.after_loss
         self.rollout = SharedOverride(
             self.conn, self.keys, publish=self.bus.publish, apply=on_rollout

@@ -242,8 +242,11 @@ class CachingResolver(ABC):
     def invalidate(self, ident: TenantIdentifier) -> int:
         """Drop every cached alias of the tenant ``ident`` names, and all not-found entries.
 
-        Costs the number of that tenant's aliases, whatever the size of the store, and the
-        number of loads in flight, which are all detached.
+        Costs the number of that tenant's aliases, whatever the size of the store. Every load
+        in flight is detached (there are as many as requests running, not as tenants cached):
+        a request after this one returns must not wait for a load that began before it, and
+        a load by any name may concern the tenant, whose new names are not known until it is
+        loaded again. Only the loads of this tenant are kept from storing their result.
         """
         key = ident.cache_key
         with self._lock:
@@ -251,8 +254,6 @@ class CachingResolver(ABC):
             keys = store.keys_of(key)
             dropped = store.discard(key) + store.drop_negatives()
             self._record(keys)
-        # Every load in flight, not only those of this tenant's keys: a load of a name nobody
-        # had may be about to answer "not found" for the name this tenant has just taken.
         self._flights.forget()
         return dropped
 

@@ -107,6 +107,7 @@ def build_app(
     flag_provider: Any = None,
     admin_authorizer: Callable[[], bool] | None = None,
     clock: Callable[[], float] | None = None,
+    strategies: dict[str, Callable[[Any], Any]] | None = None,
     **config: Any,
 ) -> Flask:
     """An app with the extension, a seeded tenant table and a few views.
@@ -115,7 +116,8 @@ def build_app(
     ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
     ``flag_provider`` goes to ``TenantCache`` and ``admin_authorizer`` is registered on it.
     ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a token. ``clock``
-    (a ``FakeTimer``) is the extension's timer and wall clock both.
+    (a ``FakeTimer``) is the extension's timer and wall clock both. ``strategies`` are
+    identifier strategies registered by name before ``init_app``.
     """
     app = Flask(__name__)
     app.config.update(
@@ -134,7 +136,10 @@ def build_app(
     else:
         loader = loader_factory(db, model, active_column="active")
     clocks: dict[str, Any] = {} if clock is None else {"timer": clock, "clock": clock}
-    tenant_cache = TenantCache(app, loader=loader, flag_provider=flag_provider, **clocks)
+    tenant_cache = TenantCache(loader=loader, flag_provider=flag_provider, **clocks)
+    for name, strategy in (strategies or {}).items():
+        tenant_cache.identifier_strategy(strategy, name=name)
+    tenant_cache.init_app(app)
     if admin_authorizer is not None:
         tenant_cache.admin_authorizer(admin_authorizer)
     app.extensions["test"] = {"db": db, "model": model, "loader": loader, "ext": tenant_cache}
