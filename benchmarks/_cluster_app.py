@@ -26,7 +26,7 @@ from flask import Flask, jsonify
 
 from example_app.models import Base, db
 from example_app.models import Tenant as TenantRow
-from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, current_tenant
+from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, require_tenant
 from flask_tenant_cache.state import AppState
 
 __all__ = [
@@ -92,7 +92,7 @@ def create_app(db_path: str | None = None, **config: Any) -> Flask:
 
     @app.get("/whoami")
     def whoami() -> Any:
-        return jsonify(pid=os.getpid(), slug=current_tenant.slug)
+        return jsonify(pid=os.getpid(), slug=require_tenant().slug)
 
     @app.get("/_bench/ready")
     @ext.exempt

@@ -12,7 +12,7 @@ from flask_tenant_cache import (
     TenantCache,
     TenantLookupError,
     current_resolver_version,
-    current_tenant,
+    require_tenant,
 )
 
 from ._http_apps import _base_app
@@ -48,7 +48,7 @@ def guarded() -> Flask:
 
     @app.get("/")
     def index() -> dict[str, str]:
-        return {"tenant": current_tenant.slug}
+        return {"tenant": require_tenant().slug}
 
     @app.after_request
     def tag(response: Response) -> Response:

@@ -17,6 +17,7 @@ from .extension import (
     current_resolver_version,
     current_rollout_decision,
     current_tenant,
+    require_tenant,
 )
 from .flags import Decision, FlagContext, OpenFeatureProvider
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
@@ -53,4 +54,5 @@ __all__ = [
     "current_resolver_version",
     "current_rollout_decision",
     "current_tenant",
+    "require_tenant",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULTS",
     "HeaderTrust",
     "Settings",
+    "live_flag",
     "live_percent",
     "load_settings",
 ]
@@ -30,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "TENANT_CACHE_HEADER": "X-Tenant-ID",
     "TENANT_CACHE_BASE_DOMAINS": [],
     "TENANT_CACHE_REQUIRED": True,
+    "TENANT_CACHE_EXEMPT_PREFLIGHT": True,
     "TENANT_CACHE_STRATEGIES": ["header", "host"],
     "TENANT_CACHE_ON_CONFLICT": "error",
     "TENANT_CACHE_HEADER_TRUSTED": None,
@@ -86,6 +88,7 @@ class Settings:
     header_environ_key: str
     base_domains: tuple[str, ...]
     required: bool
+    exempt_preflight: bool
     strategies: tuple[str, ...]
     on_conflict: str
     header_trusted: HeaderTrust
@@ -324,19 +327,37 @@ def _guard(config: Mapping[str, Any], plan: tuple[Step, ...] | None) -> GuardLim
 _warned: set[tuple[str, str]] = set()
 
 
-def live_percent(config: Mapping[str, Any], key: str) -> float | None:
-    """A percentage key read on each request: None if unset or invalid (logged once).
+def _bad_live_value(key: str, value: Any, expected: str, meaning: str) -> None:
+    if (key, repr(value)) not in _warned:
+        _warned.add((key, repr(value)))
+        logger.error("%s must be %s, not %r: read as %s", key, expected, value, meaning)
+
+
+def live_percent(
+    config: Mapping[str, Any], key: str, *, invalid: float | None = None
+) -> float | None:
+    """A percentage key read on each request: None if unset, ``invalid`` if it is not a
+    number from 0 to 100 (logged once per value).
 
     ``init_app`` validated it, but ``app.config`` may be changed afterwards; a bad value must
-    turn the feature off, not fail every request.
+    fall back to the safe reading, not fail every request.
     """
     value = config.get(key)
     if value is None or (type(value) in (int, float) and 0 <= value <= 100):
         return value
-    if (key, repr(value)) not in _warned:
-        _warned.add((key, repr(value)))
-        logger.error("%s must be a percentage from 0 to 100, not %r: ignored", key, value)
-    return None
+    _bad_live_value(key, value, "a percentage from 0 to 100", repr(invalid))
+    return invalid
+
+
+def live_flag(config: Mapping[str, Any], key: str, *, invalid: bool = False) -> bool:
+    """A boolean key read on each request; ``invalid`` if it is not a bool (logged once per
+    value): the string ``"false"`` is not true.
+    """
+    value = config.get(key)
+    if type(value) is bool:
+        return value
+    _bad_live_value(key, value, "True or False", repr(invalid))
+    return invalid
 
 
 def load_settings(
@@ -364,6 +385,7 @@ def load_settings(
         header_environ_key="HTTP_" + header.upper().replace("-", "_"),
         base_domains=_base_domains(config),
         required=_flag(config, "TENANT_CACHE_REQUIRED"),
+        exempt_preflight=_flag(config, "TENANT_CACHE_EXEMPT_PREFLIGHT"),
         strategies=_strategies(config, custom_strategies),
         on_conflict=_choice(config, "TENANT_CACHE_ON_CONFLICT", ("error", "first")),
         header_trusted=_header_trusted(config),

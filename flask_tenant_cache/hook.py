@@ -75,8 +75,12 @@ def _confirm(
     return found._replace(confirmed_by=tuple(confirmed))
 
 
-def make_hook(state: AppState) -> Callable[[], None]:
-    """The before_request hook for one app, with its state bound (no lookup per request)."""
+def make_hook(state: AppState) -> Callable[..., None]:
+    """The before_request hook for one app, with its state bound (no lookup per request).
+
+    With ``exempt_too=True`` it resolves an exempt request as well, for
+    :func:`~.extension.require_tenant`.
+    """
     settings = state.settings
     identify = state.identify
     id_stats = state.identification_stats
@@ -95,15 +99,16 @@ def make_hook(state: AppState) -> Callable[[], None]:
         "host": "use a tenant's host",
         "path": f"use a URL under {settings.path_prefix}/<tenant>/",
     }
-    missing = "no tenant: " + " or ".join(
+    missing = state.missing_message = "no tenant: " + " or ".join(
         ways.get(name, f"let the {name} strategy name one") for name in settings.strategies
     )
+    preflight_exempt = settings.exempt_preflight
 
     def sampled() -> bool:
         rate = live_percent(config, "TENANT_CACHE_SHADOW_PERCENT")
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
-    def resolve_tenant() -> None:
+    def resolve_tenant(exempt_too: bool = False) -> None:
         started = timer()
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
@@ -114,14 +119,21 @@ def make_hook(state: AppState) -> Callable[[], None]:
         # Through the dict: g's __setattr__ is Python code, several times the cost.
         ctx_vars = ctx_g.__dict__
         ctx_vars["_tenant_cache_identification"] = None
-        endpoint = req.endpoint
-        if endpoint is None:
-            return  # no route matched: the 404 needs no tenant
-        skip = exempt.get(endpoint)
-        if skip is None:
-            skip = exempt[endpoint] = is_exempt(state, endpoint)
-        if skip:
-            return
+        if not exempt_too:
+            endpoint = req.endpoint
+            if endpoint is None:
+                return  # no route matched: the 404 needs no tenant
+            skip = exempt.get(endpoint)
+            if skip is None:
+                skip = exempt[endpoint] = is_exempt(state, endpoint)
+            # A CORS preflight cannot carry the tenant header (the browser sends none of the
+            # request's own headers), so it would always fail.
+            if skip or (
+                preflight_exempt
+                and req.method == "OPTIONS"
+                and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in req.environ
+            ):
+                return
         try:
             found = identify(req.environ, req)
         except InvalidIdentifier as exc:

@@ -55,6 +55,10 @@ class AppState:
     control: Controller = field(init=False)
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
+    #: The request's resolution (:func:`~.hook.make_hook`), set by ``init_app``.
+    hook: Callable[..., None] = field(default=lambda *a, **k: None)
+    #: The 400 message of a request that names no tenant.
+    missing_message: str = ""
     identification_stats: IdentificationStats = field(default_factory=IdentificationStats)
     #: ``TENANT_CACHE_STRATEGIES`` as one function (see :func:`.strategies.build_chain`).
     identify: Identify = field(init=False)
@@ -159,7 +163,7 @@ class AppState:
             return self.flush_local()
         try:
             idents = [TenantIdentifier.from_cache_key(key)]
-            idents += [TenantIdentifier.uuid(i) for i in ids]
+            idents += [TenantIdentifier.id(i) for i in ids]
         except (InvalidIdentifier, ValueError):
             logger.warning("tenant cache: invalidation of a malformed key ignored: %r", key[:80])
             return 0
@@ -197,6 +201,9 @@ class AppState:
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version; the Redis layer, rollout and shadow."""
         data: dict[str, Any] = {v: r.stats().as_dict() for v, r in self.resolvers.items()}
+        rejected = getattr(self.loader, "rejected_rows", None)
+        if isinstance(rejected, int):
+            data["loader"] = {"rejected_rows": rejected}
         rollout = data["rollout"] = self.rollout.stats(self.app.config)
         shadow: dict[str, Any] = self.shadow.stats() if self.shadow is not None else {}
         shadow_lookups = shadow.get("lookups", {})

@@ -15,8 +15,30 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("tenant_cache", __name__)
 
 
+#: An admin body is a few dozen bytes; anything past this is refused unread.
+MAX_BODY = 4096
+
+
 def _ext() -> Any:
     return current_app.extensions["tenant_cache"].ext
+
+
+def _json_body() -> Any:
+    """The request's JSON body, or None if it is not one (too long, not JSON, too deep).
+
+    Read here rather than with ``request.get_json``: a deeply nested document raises
+    RecursionError in the parser, which is no ValueError, so ``silent=True`` lets it through
+    as a 500.
+    """
+    if not request.is_json or (request.content_length or 0) > MAX_BODY:
+        return None
+    data = request.stream.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        return None
+    try:
+        return current_app.json.loads(data)
+    except (ValueError, RecursionError):
+        return None
 
 
 @blueprint.before_request
@@ -46,7 +68,7 @@ def metrics() -> Response:
 @blueprint.post("/rollout")
 def rollout() -> Response:
     """``{"override": "v1" | "v2" | <percent> | null}``: the kill switch, on every process."""
-    body = request.get_json(silent=True)
+    body = _json_body()
     if not isinstance(body, dict) or set(body) != {"override"}:
         raise InvalidAdminRequest('send {"override": "v1" | "v2" | <0-100> | null}')
     try:
@@ -98,7 +120,7 @@ def rollout_mismatches() -> Response:
 @blueprint.post("/invalidate")
 def invalidate() -> Response:
     """``{"identifier": "..."}`` or ``{"all": true}`` -> ``{"invalidated": N}``."""
-    body = request.get_json(silent=True)
+    body = _json_body()
     if not isinstance(body, dict) or set(body) not in ({"identifier"}, {"all"}):
         raise InvalidAdminRequest('send {"identifier": "<uuid, slug or host>"} or {"all": true}')
     if "all" in body:

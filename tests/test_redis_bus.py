@@ -54,7 +54,7 @@ UNREADABLE = [
     b'{"o": "x", "k": 5, "ids": []}',
     b'{"o": "x", "k": "slug:acme", "ids": "5f0c4f2a"}',
     b'{"o": "x", "k": "slug:acme", "ids": [{"a": 1}]}',
-    b'{"o": "x", "k": "slug:acme", "ids": ["not-a-uuid"]}',
+    b'{"o": "x", "k": "slug:acme", "ids": ["not a tenant id"]}',  # whitespace: no key has it
     b"{" + b'"o": "x", "pad": "' + b"x" * 70_000 + b'"}',
 ]
 

@@ -219,3 +219,38 @@ def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
     assert redis_stats(leader)["finishes_retried"] == 1
     assert redis_stats(leader)["unfinished"] == 0
     admin.close()
+
+
+# -- primary keys that are not UUIDs -------------------------------------------------------------
+
+
+def test_invalidating_an_integer_keyed_tenant_drops_every_alias_from_l2(
+    shared_redis: dict[str, Any],
+) -> None:
+    from flask_tenant_cache import Tenant, TenantCache
+    from flask_tenant_cache.redis_layer.keys import KeySpace
+    from flask_tenant_cache.testing import InMemoryTenantLoader
+
+    answer = Tenant(id=42, slug="answer", name="Answer", domains=("answer.test",))
+    apps = []
+    for _ in range(2):  # two processes: each fills the L2 under the alias it was asked by
+        app = Flask(__name__)
+        app.config.update({k: v for k, v in shared_redis.items() if k.startswith("TENANT_CACHE_")})
+        TenantCache(app, loader=InMemoryTenantLoader([answer]))
+        app.add_url_rule("/", "index", lambda: "ok")
+        apps.append(app)
+    try:
+        assert apps[0].test_client().get("/", headers={"X-Tenant-ID": "answer"}).status_code == 200
+        assert apps[1].test_client().get("/", headers={"Host": "answer.test"}).status_code == 200
+        keys = KeySpace(shared_redis["TENANT_CACHE_REDIS_PREFIX"])
+        client = shared_redis["client"]
+        assert client.get(keys.entry("host:answer.test")) is not None
+        with apps[0].app_context():
+            apps[0].extensions["tenant_cache"].ext.invalidate("answer")
+        # Every alias of the tenant, not only the one named.
+        assert client.get(keys.entry("host:answer.test")) is None
+        assert client.get(keys.entry("slug:answer")) is None
+    finally:
+        for app in apps:
+            with app.app_context():
+                app.extensions["tenant_cache"].ext.close()

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +58,8 @@ def decode(data: Any) -> dict[str, Any] | None:
     if (key is not None and not isinstance(key, str)) or not isinstance(ids, list):
         return None
     try:
-        message["ids"] = [str(uuid.UUID(i)) for i in ids]
+        # Any primary key a tenant may have (a UUID, an integer, a string), checked.
+        message["ids"] = [TenantIdentifier.id(i).value for i in ids]
     except (ValueError, TypeError, AttributeError):
         return None
     return message

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +70,9 @@ def _tenant(data: Any) -> Tenant:
 
 
 def _tenant_id(raw: Any) -> str | None:
+    # Any primary key a tenant may have (a UUID, an integer, a string), checked.
     try:
-        return str(uuid.UUID(raw.decode())) if raw else None
+        return TenantIdentifier.id(raw.decode()).value if raw else None
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -314,6 +314,12 @@ class RedisL2:
         :returns: False if Redis could not be reached: it is done when Redis answers again,
             so the processes waiting for this load are never left waiting for nothing.
         """
+        names, args = self._finish_args(ident, tenant, token)
+        return self._finish(ident.cache_key, "_finish_script", names, args)
+
+    def _finish_args(
+        self, ident: TenantIdentifier, tenant: Tenant | None, token: Any
+    ) -> tuple[list[Any], list[Any]]:
         keys, key = self.keys, ident.cache_key
         names = [keys.epoch, keys.claim(key), keys.entry(key)]
         entry, tenant_id = "", ""
@@ -323,7 +329,27 @@ class RedisL2:
             tenant_id = str(tenant.id)
             names += [keys.aliases(tenant_id), *(keys.pointer(a) for a in aliases)]
         args = [token, entry, self.ttl, tenant_id, self.conn.node_id, NOT_FOUND_MARKER_MS]
-        return self._finish(key, "_finish_script", names, [*args, keys.loaded, key])
+        return names, [*args, keys.loaded, key]
+
+    def epoch(self) -> Any:
+        """The invalidation epoch now: read it before reading what :meth:`store` is given.
+
+        :raises redis.RedisError: if Redis failed.
+        """
+        return self.conn.client.get(self.keys.epoch) or b"0"
+
+    def store(self, tenant: Tenant, epoch: Any) -> bool:
+        """Store ``tenant`` under every alias (a warm), unless an invalidation came since
+        ``epoch``; False if one did.
+
+        :raises redis.RedisError: if Redis failed (nothing is queued: the caller reports it).
+        """
+        finish = self._scripts()._finish_script
+        for alias in tenant.aliases:
+            names, args = self._finish_args(alias, tenant, epoch)
+            if not finish(keys=names, args=args):
+                return False
+        return True
 
     def abandon(self, ident: TenantIdentifier) -> None:
         """Give up this process's claim on ``ident`` after a failed load (now or later)."""
@@ -377,7 +403,8 @@ class RedisL2:
         :raises redis.RedisError: if Redis failed, or writes kept racing the deletion.
         """
         keys, client = self.keys, self.conn.client
-        known = _tenant_id(cache_key[5:].encode()) if cache_key.startswith("uuid:") else None
+        kind, _, value = cache_key.partition(":")
+        known = _tenant_id(value.encode()) if kind in ("uuid", "id") else None
         pointer = keys.pointer(cache_key)
         for _ in range(DROP_ATTEMPTS):
             raw = client.get(pointer)
