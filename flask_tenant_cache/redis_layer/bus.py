@@ -349,10 +349,10 @@ class InvalidationBus:
         elif verdict is Verdict.LOST:
             self.l2.distrust("the server restarted or its invalidation sequence went back")
         elif verdict is Verdict.GAP:
-            if again:
+            self._on_resubscribe()
+            if again:  # counted after the flush: whoever reads the count sees it done
                 with self._lock:
                     self.counters["gaps"] += 1
-            self._on_resubscribe()
         self._on_subscribed()
         with self._lock:  # counted once in step: what was missed is dropped, the override read
             self.counters["resubscribes" if again else "subscribes"] += 1
@@ -371,10 +371,10 @@ class InvalidationBus:
         with self._lock:
             self.counters["received"] += 1
         if message.get("s") is not None and self.sequence.received(message["s"]) is Verdict.GAP:
-            with self._lock:
-                self.counters["gaps"] += 1
             logger.warning("tenant cache: bus messages were missed; flushing the local caches")
             self._on_resubscribe()
+            with self._lock:  # counted after the flush: whoever reads the count sees it done
+                self.counters["gaps"] += 1
         if message["o"] == self.conn.node_id:
             return
         if "rollout" in message:
