@@ -24,7 +24,7 @@ from ._report import (
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_JSON = RESULTS / "latest.json"
 #: In the order they run: the in-process parts first, before any server warms the cores up.
-PARTS = ("micro", "requests", "coalescing", "memory", "cluster", "http")
+PARTS = ("micro", "requests", "coalescing", "scale", "cluster", "http")
 
 
 def _parts(value: str) -> list[str]:
@@ -100,13 +100,14 @@ def _coalescing(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     return coalescing_goals(result)
 
 
-def _memory(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
-    from .memory import bench_memory, print_memory
+def _scale(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .scale import bench_scale, print_scale
 
-    result = bench_memory(quick)
-    print_memory(result)
+    result = bench_scale(quick)
+    print_scale(result)
     out |= result
-    return []
+    goals: list[dict[str, Any]] = out.pop("goals")
+    return goals
 
 
 def _cluster(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -134,7 +135,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     "micro": _micro,
     "requests": _requests,
     "coalescing": _coalescing,
-    "memory": _memory,
+    "scale": _scale,
     "cluster": _cluster,
     "http": _http,
 }
