@@ -29,7 +29,7 @@ RUNS = HERE / "runs"
 PUBLISHED = HERE / "results"
 DOCS_PAGE = HERE.parent / "docs" / "performance.rst"
 #: In the order they run: the in-process parts first, before any server warms the cores up.
-PARTS = ("micro", "requests", "coalescing", "scale", "cluster", "http")
+PARTS = ("micro", "requests", "coalescing", "scale", "callgrind", "cluster", "http")
 
 
 def _parts(value: str) -> list[str]:
@@ -120,12 +120,19 @@ def _requests(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _coalescing(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
-    from .coalescing import bench_coalescing
+    from .coalescing import MANY, bench_coalescing, bench_many, many_goals
 
     result = bench_coalescing(3 if quick else 9)
     print_coalescing(result)
     out |= result.as_dict()
-    return coalescing_goals(result)
+    out["stampedes"] = [bench_many(v, n) for n in MANY for v in ("v1", "v2")]
+    for s in out["stampedes"]:
+        print(
+            f"  {s['threads']} threads over {s['tenants']:,} cold tenants ({s['resolver']}): "
+            f"{s['loader_calls']:,} loader calls, {s['errors']} errors, {s['wall_ms']:,.0f} ms "
+            f"(x{s['ratio_to_ideal']:.2f} the ideal {s['ideal_ms']:,.0f} ms)"
+        )
+    return coalescing_goals(result) + many_goals(out["stampedes"])
 
 
 def _scale(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,6 +143,15 @@ def _scale(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     out |= result
     goals: list[dict[str, Any]] = out.pop("goals")
     return goals
+
+
+def _callgrind(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .callgrind import bench_callgrind, goals, print_callgrind
+
+    result = bench_callgrind(quick)
+    print_callgrind(result)
+    out |= result
+    return goals(result)
 
 
 def _cluster(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,6 +180,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     "requests": _requests,
     "coalescing": _coalescing,
     "scale": _scale,
+    "callgrind": _callgrind,
     "cluster": _cluster,
     "http": _http,
 }
