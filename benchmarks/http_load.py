@@ -261,9 +261,7 @@ def _cpu(server: Server, phase: str) -> Iterator[None]:
     server.server_cpu_s[phase] = (
         server.server_cpu_s.get(phase, 0.0) + _cpu_seconds(server.process.pid) - server_cpu
     )
-    server.loadgen_cpu_s[phase] = (
-        server.loadgen_cpu_s.get(phase, 0.0) + _generator_cpu() - own_cpu
-    )
+    server.loadgen_cpu_s[phase] = server.loadgen_cpu_s.get(phase, 0.0) + _generator_cpu() - own_cpu
 
 
 def _run_config(
