@@ -113,36 +113,42 @@ def _scale_lines(
     ax.legend(fontsize=9, loc="upper left")
 
 
-def _scale_ops(ax: Axes, part: dict[str, Any]) -> str:
+def _per_operation(
+    ax: Axes, part: dict[str, Any], field: str, goal: float, goal_label: str, ylabel: str
+) -> None:
+    """invalidate and stats of v1 and v2 by store size, log-log, with the goal's line."""
+    sizes = [s["tenants"] for s in part["sizes"]]
     for op, style in (("invalidate", "-"), ("stats", ":")):
-        sizes = [s["tenants"] for s in part["sizes"]]
         for kind in ("v1", "v2"):
-            ys = [s[kind][op]["us_median"] for s in part["sizes"]]
+            ys = [s[kind][op][field] for s in part["sizes"]]
             label = f"{kind} {'invalidate one tenant' if op == 'invalidate' else 'stats()'}"
             ax.plot(sizes, ys, ls=style, marker="o", color=_colour(kind), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.axhline(100, **GOAL, label="goal at 1M: 100 µs")
+    ax.axhline(goal, **GOAL, label=goal_label)
     ax.set_xlabel("cached tenants (3 aliases each)", fontsize=10)
-    ax.set_ylabel("µs per call (median)", fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=10)
+
+
+def _scale_ops(ax: Axes, part: dict[str, Any]) -> str:
+    _per_operation(ax, part, "us_median", 100, "goal at 1M: 100 µs", "µs per call (median)")
     ax.legend(fontsize=9, loc="upper left")
     ax.set_title("invalidate() of one tenant and stats(), by store size")
     return "Goal: each under 100 µs at 1M tenants"
 
 
 def _scale_wait(ax: Axes, part: dict[str, Any]) -> str:
+    _per_operation(
+        ax,
+        part,
+        "reader_wait_ms_median",
+        1.0,
+        "goal at 1M: 1 ms",
+        "ms, longest lookup during the call (median)",
+    )
     sizes = [s["tenants"] for s in part["sizes"]]
-    for op, style in (("invalidate", "-"), ("stats", ":")):
-        for kind in ("v1", "v2"):
-            ys = [s[kind][op]["reader_wait_ms_median"] for s in part["sizes"]]
-            ax.plot(sizes, ys, ls=style, marker="o", color=_colour(kind), label=f"{kind} {op}")
     idle = [max(s[k]["reader_wait_idle_ms"] for k in ("v1", "v2")) for s in part["sizes"]]
     ax.plot(sizes, idle, color=COLOURS["bare"], marker=".", label="no operation (noise floor)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.axhline(1.0, **GOAL, label="goal at 1M: 1 ms")
-    ax.set_xlabel("cached tenants (3 aliases each)", fontsize=10)
-    ax.set_ylabel("ms, longest lookup during the call (median)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("How long a concurrent reader waits during invalidate() and stats()")
     return "Goal: no reader waits over 1 ms at 1M tenants"

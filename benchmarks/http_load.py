@@ -51,9 +51,9 @@ CONFIGS = (
         "1 process, 8 threads (gthread)",
         ("--worker-class", "gthread", "--threads", "8", "--workers", "1"),
         1,
-        16,
+        64,
     ),
-    ServerConfig("sync", "2 processes (sync)", ("--worker-class", "sync", "--workers", "2"), 2, 16),
+    ServerConfig("sync", "2 processes (sync)", ("--worker-class", "sync", "--workers", "2"), 2, 64),
 )
 
 #: (name, factory in _http_apps, resolver serving the requests or None); "bare" is the baseline.
@@ -316,7 +316,7 @@ def bench_http(quick: bool) -> dict[str, Any]:
             "saturation": {
                 "rounds": plan.saturation_rounds,
                 "seconds": plan.saturation_s,
-                "generator": "wrk, 1 thread, Connection: close",
+                "generator": "wrk, 1 thread, keep-alive",
             },
             "cpus": os.cpu_count(),
             "load_average_before": load_before,
