@@ -47,6 +47,7 @@ MIN_REPEATS, MAX_REPEATS = 3, 25
 #: wants the GIL waits up to one interval for the thread holding it, so at 5 ms every reader
 #: would seem to wait 5 ms whatever the store does; at 0.1 ms a wait beyond it is the store's.
 SWITCH_INTERVAL_S = 1e-4
+DAY = 86_400.0
 
 
 def scale_tenants(count: int, seed: int = 20261201) -> list[Tenant]:
@@ -155,10 +156,12 @@ def _entries(stats: Any) -> int:
 
 
 def _resolver(version: str, capacity: int) -> DualCacheResolver | UnifiedCacheResolver:
+    # No entry may expire or idle out while the rest are stored and timed (a million tenants
+    # take longer to build than v2's default idle timeout of a minute on a loaded machine).
     loader = _NoLoader()
     if version == "v1":
-        return DualCacheResolver(loader, max_entries=capacity)
-    return UnifiedCacheResolver(loader, max_entries=capacity)
+        return DualCacheResolver(loader, max_entries=capacity, ttl=DAY)
+    return UnifiedCacheResolver(loader, max_entries=capacity, ttl=DAY, idle_timeout=None)
 
 
 def _operations(
