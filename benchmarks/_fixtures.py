@@ -111,13 +111,13 @@ def stampede(
     return results, errors, max(finished) - started[0]
 
 
-def rss() -> int:
-    """This process's resident set size in bytes (VmRSS)."""
+def rss(field: str = "VmRSS") -> int:
+    """This process's resident set size in bytes (``VmHWM``: its peak so far)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def in_fresh_process(module: str, function: str, *args: Any) -> Any:

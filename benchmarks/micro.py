@@ -19,7 +19,7 @@ from flask_tenant_cache import (
 from flask_tenant_cache.identifiers import normalize_host
 
 from ._fixtures import MemoryLoader, make_tenants
-from ._harness import Case, GroupResult, Settings, run_group
+from ._harness import Case, GroupResult, Settings, held, run_group
 
 __all__ = [
     "DEADLINE",
@@ -123,11 +123,11 @@ def resolve_goals(group: GroupResult) -> list[dict[str, Any]]:
             {
                 "goal": f"{name.split()[0]}: the lookup alone at most {LOOKUP_GOAL_NS:g} ns on a "
                 f"hit (x{LOOKUP_GOAL_X:.2f} {DEADLINE})",
-                # Same-round ratio: the machine's load changes between rounds, not within one.
-                "measured": f"x{case.ratios[DEADLINE]:.2f} ({case.best_ns:,.0f} ns best; "
+                "measured": f"x{case.ratios[DEADLINE]:.2f} same-round median, "
+                f"x{case.best_ratios[DEADLINE]:.2f} of bests ({case.best_ns:,.0f} ns; "
                 f"{DEADLINE} {group.case(DEADLINE).best_ns:,.0f} ns, "
                 f"{LRU} {group.case(LRU).best_ns:,.0f} ns)",
-                "met": case.ratios[DEADLINE] <= LOOKUP_GOAL_X,
+                "met": held(case, DEADLINE, LOOKUP_GOAL_X),
             }
         )
     return goals

@@ -265,7 +265,7 @@ def _measure(kind: str, count: int) -> dict[str, Any]:
             result |= _operations(resolver, read, victims)
     finally:
         gc.unfreeze()
-    result["peak_rss_mib"] = round(rss() / 2**20)
+    result["peak_rss_mib"] = round(rss("VmHWM") / 2**20)
     return result
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks import __main__ as runner
 from benchmarks import _docs, callgrind
+from benchmarks._harness import CaseResult, held
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,3 +130,12 @@ def test_callgrind_check_skips_another_python() -> None:
     found = callgrind.check(_counts(99_999, 99_999, "3.13.1"), _counts(1, 1))
     assert found["skipped"]
     assert "SKIPPED" in found["summary"]
+
+
+def test_a_ratio_goal_needs_the_median_and_the_bests() -> None:
+    case = CaseResult("v2", "", 1, [809.0], ratios={"base": 0.87}, best_ratios={"base": 2.46})
+    assert not held(case, "base", 1.0)
+    case.best_ratios["base"] = 0.95
+    assert held(case, "base", 1.0)
+    case.ratios["base"] = 1.01
+    assert not held(case, "base", 1.0)
