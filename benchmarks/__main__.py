@@ -29,7 +29,17 @@ RUNS = HERE / "runs"
 PUBLISHED = HERE / "results"
 DOCS_PAGE = HERE.parent / "docs" / "performance.rst"
 #: In the order they run: the in-process parts first, before any server warms the cores up.
-PARTS = ("micro", "requests", "coalescing", "scale", "callgrind", "cluster", "http")
+PARTS = (
+    "micro",
+    "requests",
+    "identification",
+    "coalescing",
+    "scale",
+    "callgrind",
+    "cluster",
+    "http",
+    "control",
+)
 
 
 def _parts(value: str) -> list[str]:
@@ -175,14 +185,24 @@ def _http(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
+def _control(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .control import run
+
+    return run(quick, out)
+
+
 RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     "micro": _micro,
     "requests": _requests,
+    "identification": lambda quick, out: __import__(
+        "benchmarks.identification", fromlist=["run"]
+    ).run(quick, out),
     "coalescing": _coalescing,
     "scale": _scale,
     "callgrind": _callgrind,
     "cluster": _cluster,
     "http": _http,
+    "control": _control,
 }
 
 

@@ -26,7 +26,7 @@ from flask import Flask, jsonify
 
 from example_app.models import Base, db
 from example_app.models import Tenant as TenantRow
-from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, current_tenant
+from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, require_tenant
 from flask_tenant_cache.state import AppState
 
 __all__ = [
@@ -70,7 +70,7 @@ CONFIG_ENV = (
 
 def queries_key(prefix: str) -> str:
     """The Redis hash where gunicorn workers count their queries, one field per pid."""
-    return f"{prefix}:bench:queries"
+    return f"{{{prefix}}}:bench:queries"
 
 
 def create_app(db_path: str | None = None, **config: Any) -> Flask:
@@ -92,7 +92,7 @@ def create_app(db_path: str | None = None, **config: Any) -> Flask:
 
     @app.get("/whoami")
     def whoami() -> Any:
-        return jsonify(pid=os.getpid(), slug=current_tenant.slug)
+        return jsonify(pid=os.getpid(), slug=require_tenant().slug)
 
     @app.get("/_bench/ready")
     @ext.exempt
@@ -154,7 +154,7 @@ def redis_prefix(url: str) -> Iterator[dict[str, str]]:
             "TENANT_CACHE_INVALIDATION_CHANNEL": prefix + ":bus",
         }
     finally:
-        for key in client.scan_iter(match=prefix + ":*", count=500):
+        for key in client.scan_iter(match="{" + prefix + "}:*", count=500):
             client.delete(key)
         client.close()
 
@@ -253,7 +253,7 @@ def invalidation_receiver(conn: Connection, db_path: str, config: dict[str, Any]
         raise RuntimeError("the receiver needs TENANT_CACHE_REDIS_URL")
     handled = threading.Event()
     box: list[tuple[int, int]] = []
-    original = layer._on_invalidate
+    original = layer.bus._on_invalidate
 
     def timed(key: str | None, ids: list[str]) -> object:
         result = original(key, ids)
@@ -261,7 +261,7 @@ def invalidation_receiver(conn: Connection, db_path: str, config: dict[str, Any]
         handled.set()
         return result
 
-    layer._on_invalidate = timed
+    layer.bus._on_invalidate = timed
     layer.start()
     deadline = time.monotonic() + 10
     while layer.stats()["subscribes"] < 1:

@@ -8,7 +8,7 @@ import uuid
 from flask import Flask, Response, request
 
 from example_app.models import DEMO_TENANTS, Tenant, db, seed_demo_tenants
-from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, current_tenant
+from flask_tenant_cache import SQLAlchemyTenantLoader, TenantCache, require_tenant
 from flask_tenant_cache.extension import BLUEPRINT_NAME
 
 __all__ = [
@@ -80,7 +80,7 @@ def with_extension(use_v2: bool = True) -> Flask:
 
     @app.get("/")
     def index() -> dict[str, str]:
-        return {"tenant": current_tenant.slug}
+        return {"tenant": require_tenant().slug}
 
     def tag_worker(response: Response) -> Response:
         response.headers[PID_HEADER] = str(os.getpid())

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 from flask_tenant_cache import TenantIdentifier
 from flask_tenant_cache.identifiers import InvalidIdentifier, normalize_host
 
-from . import auth
+from . import auth, control
 from .extensions import tenant_cache
 from .models import Tenant, db
 
@@ -24,6 +24,7 @@ __all__ = ["admin", "describe_rollout", "stats_rows"]
 admin = Blueprint("admin", __name__, url_prefix=auth.ADMIN_PREFIX)
 admin.before_request(auth.require_admin)
 tenant_cache.exempt(admin)
+control.register(admin)
 
 Page = tuple[str, int]
 
@@ -150,6 +151,7 @@ def _dashboard(*, status: int = 200, error: str | None = None) -> Page:
         rollout_text=describe_rollout(stats["rollout"]),
         stats_rows=stats_rows(stats),
         error=error,
+        **control.control_context(stats),
     )
     return page, status
 

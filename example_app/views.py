@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from flask_tenant_cache import current_resolver_version, current_tenant
+from flask_tenant_cache import current_resolver_version, require_tenant
 
 from .extensions import tenant_cache
 
@@ -18,9 +18,9 @@ def index() -> Response | str:
     """The current tenant: JSON for API clients and curl, a small page for browsers."""
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
         return render_template(
-            "index.html", tenant=current_tenant, resolver=current_resolver_version()
+            "index.html", tenant=require_tenant(), resolver=current_resolver_version()
         )
-    return jsonify(tenant=current_tenant.to_dict(), resolver=current_resolver_version())
+    return jsonify(tenant=require_tenant().to_dict(), resolver=current_resolver_version())
 
 
 @site.get("/health")

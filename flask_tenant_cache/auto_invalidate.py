@@ -26,7 +26,7 @@ def _aliases(loader: SQLAlchemyTenantLoader, row: Any) -> set[TenantIdentifier]:
     state = sa.inspect(row)
     found: set[TenantIdentifier] = set()
     for name, make in (
-        (loader.id_column, TenantIdentifier.uuid),
+        (loader.id_column, TenantIdentifier.id),
         (loader.slug_column, TenantIdentifier.slug),
         (loader.domain_column, TenantIdentifier.host),
     ):

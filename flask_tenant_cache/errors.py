@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+from flask import Response, current_app, has_app_context
 from werkzeug import exceptions
 from werkzeug.exceptions import (
     BadRequest,
@@ -22,11 +23,20 @@ class _JSONError(HTTPException):
     error_code = "tenant_error"
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        return json.dumps({"error": self.error_code, "message": self.description})
+        return self._rendered()[0]
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         headers = [(k, v) for k, v in super().get_headers(environ, scope) if k != "Content-Type"]
-        return [*headers, ("Content-Type", "application/json")]
+        return [*headers, ("Content-Type", self._rendered()[1])]
+
+    def _rendered(self) -> tuple[str, str]:
+        """The body and its media type, made by the app's JSON provider when there is an app,
+        so these look like the app's other JSON answers (compactness, key order, type)."""
+        body = {"error": self.error_code, "message": self.description}
+        if not has_app_context():
+            return json.dumps(body), "application/json"
+        response = cast(Response, current_app.json.response(body))
+        return response.get_data(as_text=True), response.mimetype or "application/json"
 
 
 class InvalidTenantIdentifier(_JSONError, BadRequest):
@@ -39,6 +49,18 @@ class MissingTenantIdentifier(InvalidTenantIdentifier):
     """The request names no tenant although one is required: 400."""
 
     error_code = "missing_tenant_identifier"
+
+
+class ConflictingTenantIdentifiers(InvalidTenantIdentifier):
+    """Two strategies name different tenants (``TENANT_CACHE_ON_CONFLICT = "error"``): 400."""
+
+    error_code = "conflicting_tenant_identifiers"
+
+
+class UntrustedTenantHeader(_JSONError, Forbidden):
+    """The tenant header came from a source ``TENANT_CACHE_HEADER_TRUSTED`` does not trust: 403."""
+
+    error_code = "untrusted_tenant_header"
 
 
 class TenantNotFound(_JSONError, NotFound):
@@ -87,3 +109,9 @@ class InvalidAdminRequest(_JSONError, BadRequest):
     """An admin route got a malformed body: 400."""
 
     error_code = "invalid_request"
+
+
+class RolloutStateUnavailable(_JSONError, ServiceUnavailable):
+    """The rollout plan's shared state could not be read or written (Redis did not answer)."""
+
+    error_code = "rollout_state_unavailable"

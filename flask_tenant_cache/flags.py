@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from .config import live_percent
+from .config import live_flag, live_percent
 from .identifiers import TenantIdentifier
 
 __all__ = [
@@ -58,7 +58,8 @@ class Decision(NamedTuple):
     """The version chosen for one request and why (kept on ``g`` for the request)."""
 
     version: Version
-    #: ``"config"``, ``"percentage"``, ``"provider"``, ``"provider-error"``, ``"override"``.
+    #: ``"config"``, ``"percentage"``, ``"plan"``, ``"provider"``, ``"provider-error"``,
+    #: ``"override"``.
     reason: str
     #: The tenant's rollout bucket in basis points (0-9999), where a percentage decided.
     bucket: int | None = None
@@ -105,7 +106,7 @@ def parse_override(value: Any) -> Override | None:
 
 
 class Rollout:
-    """Picks each request's version: the override, else the provider, else the config.
+    """Picks each request's version: the override, else the plan, the provider or the config.
 
     The override (the kill switch) is set by an operator and kept apart from the settings it
     overrides, so lifting it restores them. Without a provider the config decides:
@@ -113,13 +114,34 @@ class Rollout:
     both are read live.
 
     :param provider: a callable given a :class:`FlagContext`, answering ``"v1"`` or ``"v2"``.
+    :param source: where to read the provider on each decision when ``provider`` is None (a
+        decorator may register one after ``init_app``).
     """
 
-    def __init__(self, provider: FlagProvider | None = None) -> None:
-        self.provider = provider
+    def __init__(
+        self,
+        provider: FlagProvider | None = None,
+        *,
+        source: Callable[[], FlagProvider | None] | None = None,
+    ) -> None:
+        self._provider = provider
+        self._source = source
         self.override: Override | None = None
+        #: The rollout plan's current percentage on v2 (None: no plan), set by its controller.
+        self.plan_percent: float | None = None
         self._lock = threading.Lock()
         self.provider_errors = 0
+
+    @property
+    def provider(self) -> FlagProvider | None:
+        """The flag provider deciding now, or None."""
+        if self._provider is not None or self._source is None:
+            return self._provider
+        return self._source()
+
+    @provider.setter
+    def provider(self, provider: FlagProvider | None) -> None:
+        self._provider = provider
 
     def decide(self, ident: TenantIdentifier, request: Any, config: Mapping[str, Any]) -> Decision:
         """The decision for one request."""
@@ -128,17 +150,21 @@ class Rollout:
             if isinstance(override, str):
                 return Decision(override, "override")
             return _by_percentage(ident.cache_key, override, "override")
-        if self.provider is not None:
-            return self._ask(FlagContext(ident, request, config))
-        percent = live_percent(config, "TENANT_CACHE_V2_PERCENT")
+        plan = self.plan_percent
+        if plan is not None:
+            return _by_percentage(ident.cache_key, plan, "plan")
+        provider = self.provider
+        if provider is not None:
+            return self._ask(provider, FlagContext(ident, request, config))
+        # A bad live value reads as the older path: no tenant moves to v2 by a typo.
+        percent = live_percent(config, "TENANT_CACHE_V2_PERCENT", invalid=0.0)
         if percent is not None:
             return _by_percentage(ident.cache_key, percent, "percentage")
-        return _CONFIG_V2 if config["TENANT_CACHE_USE_V2"] else _CONFIG_V1
+        return _CONFIG_V2 if live_flag(config, "TENANT_CACHE_USE_V2") else _CONFIG_V1
 
-    def _ask(self, context: FlagContext) -> Decision:
-        assert self.provider is not None
+    def _ask(self, provider: FlagProvider, context: FlagContext) -> Decision:
         try:
-            version = self.provider(context)
+            version = provider(context)
         except Exception:
             logger.exception("the tenant cache flag provider failed; using %s", FALLBACK_VERSION)
             version = None
@@ -152,9 +178,12 @@ class Rollout:
 
     def stats(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The effective rollout: its mode, the override and the settings it overrides."""
+        provider = self.provider
         if self.override is not None:
             mode = "override"
-        elif self.provider is not None:
+        elif self.plan_percent is not None:
+            mode = "plan"
+        elif provider is not None:
             mode = "provider"
         elif config.get("TENANT_CACHE_V2_PERCENT") is not None:
             mode = "percentage"
@@ -163,10 +192,11 @@ class Rollout:
         return {
             "mode": mode,
             "override": self.override,
+            "plan_percent": self.plan_percent,
             "v2_percent": config.get("TENANT_CACHE_V2_PERCENT"),
             "use_v2": config.get("TENANT_CACHE_USE_V2"),
-            "provider": getattr(self.provider, "__name__", type(self.provider).__name__)
-            if self.provider is not None
+            "provider": getattr(provider, "__name__", type(provider).__name__)
+            if provider is not None
             else None,
             "provider_errors": self.provider_errors,
         }

@@ -11,19 +11,22 @@ from flask import g, request
 from . import signals
 from .config import live_percent
 from .errors import (
+    ConflictingTenantIdentifiers,
     InvalidTenantIdentifier,
     MissingTenantIdentifier,
     TenantLookupError,
     TenantNotFound,
 )
 from .flags import Decision
-from .identifiers import InvalidIdentifier, TenantIdentifier
+from .identifiers import InvalidIdentifier
+from .resolvers.base import Resolver
+from .strategies import Identification, IdentificationStats
 from .tenant import Tenant
 
 if TYPE_CHECKING:
     from .state import AppState
 
-__all__ = ["current_decision", "current_tenant_or_none", "make_hook"]
+__all__ = ["current_decision", "current_identification", "current_tenant_or_none", "make_hook"]
 
 
 def current_tenant_or_none() -> Tenant | None:
@@ -38,12 +41,49 @@ def current_decision() -> Decision | None:
     return decision
 
 
-def make_hook(state: AppState) -> Callable[[], None]:
-    """The before_request hook for one app, with its state bound (no lookup per request)."""
+def current_identification() -> Identification | None:
+    """Which strategy named the current request's tenant and by which alias, or None."""
+    found: Identification | None = g.get("_tenant_cache_identification")
+    return found
+
+
+def _confirm(
+    found: Identification, tenant: Tenant, resolver: Resolver, stats: IdentificationStats
+) -> Identification:
+    """``found`` with only the later names that name ``tenant`` too; a 400 if one names another.
+
+    The resolved tenant carries all its aliases, so a second name of it costs no lookup. Only
+    a name that is not among them is looked up (in cache first), to tell a name of another
+    tenant (a conflict) from one that names none, such as an API host under a base domain.
+    """
+    confirmed = []
+    for other in found.confirmed_by:
+        ident = other.identifier
+        if not tenant.answers_to(ident):
+            stats.add("second_lookups")
+            named = resolver.resolve(ident)
+            if named is None or not named.is_active:
+                continue
+            if named.id != tenant.id:
+                stats.add("conflicts")
+                raise ConflictingTenantIdentifiers(
+                    f"the {found.strategy} and the {other.strategy} name different tenants"
+                )
+        confirmed.append(other)
+    if len(confirmed) == len(found.confirmed_by):
+        return found
+    return found._replace(confirmed_by=tuple(confirmed))
+
+
+def make_hook(state: AppState) -> Callable[..., None]:
+    """The before_request hook for one app, with its state bound (no lookup per request).
+
+    With ``exempt_too=True`` it resolves an exempt request as well, for
+    :func:`~.extension.require_tenant`.
+    """
     settings = state.settings
-    header_key = settings.header_environ_key
-    parse_header = state.validator.parse_header
-    parse_host = state.validator.parse_host
+    identify = state.identify
+    id_stats = state.identification_stats
     exempt = state.exempt
     resolvers = state.resolvers
     config = state.app.config
@@ -52,54 +92,85 @@ def make_hook(state: AppState) -> Callable[[], None]:
     shadow = state.shadow
     resolved = signals.tenant_resolved
     bus = state.redis
-    missing = f"no tenant: send the {settings.header} header or use a tenant's host"
+    timer = state.timer
+    control = state.control
+    ways = {
+        "header": f"send the {settings.header} header",
+        "host": "use a tenant's host",
+        "path": f"use a URL under {settings.path_prefix}/<tenant>/",
+    }
+    missing = state.missing_message = "no tenant: " + " or ".join(
+        ways.get(name, f"let the {name} strategy name one") for name in settings.strategies
+    )
+    preflight_exempt = settings.exempt_preflight
 
     def sampled() -> bool:
         rate = live_percent(config, "TENANT_CACHE_SHADOW_PERCENT")
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
-    def resolve_tenant() -> None:
+    def resolve_tenant(exempt_too: bool = False) -> None:
+        started = timer()
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx_g = g._get_current_object()
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
-        endpoint = req.endpoint
-        if endpoint is None:
-            return  # no route matched: the 404 needs no tenant
-        skip = exempt.get(endpoint)
-        if skip is None:
-            skip = exempt[endpoint] = is_exempt(state, endpoint)
-        if skip:
-            return
-        environ = req.environ
-        raw = environ.get(header_key)
+        ctx_g._tenant_cache_timing = None
+        # Through the dict: g's __setattr__ is Python code, several times the cost.
+        ctx_vars = ctx_g.__dict__
+        ctx_vars["_tenant_cache_identification"] = None
+        if not exempt_too:
+            endpoint = req.endpoint
+            if endpoint is None:
+                return  # no route matched: the 404 needs no tenant
+            skip = exempt.get(endpoint)
+            if skip is None:
+                skip = exempt[endpoint] = is_exempt(state, endpoint)
+            # A CORS preflight cannot carry the tenant header (the browser sends none of the
+            # request's own headers), so it would always fail.
+            if skip or (
+                preflight_exempt
+                and req.method == "OPTIONS"
+                and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in req.environ
+            ):
+                return
         try:
-            if raw is not None:
-                ident: TenantIdentifier | None = parse_header(raw)
-            else:
-                host = environ.get("HTTP_HOST")
-                ident = parse_host(host) if host else None
+            found = identify(req.environ, req)
         except InvalidIdentifier as exc:
             raise InvalidTenantIdentifier(str(exc)) from None
-        if ident is None:
+        if found is None:
             if settings.required:
                 raise MissingTenantIdentifier(missing)
             return
-        if bus is not None and not bus.started:
+        ident = found.identifier
+        if bus is not None and not bus.serving:
             bus.start()  # here, not in init_app: the serving process may be a fork
+            if control.active:
+                control.tick()  # the shared plan decides this first request too
         decision = ctx_g._tenant_cache_decision = decide(ident, req, config)
         version = decision.version
+        resolving = timer()
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
+            ctx_g._tenant_cache_timing = (version, started, resolving, timer(), True)
             if shadow is not None and sampled():
                 shadow.submit(version, ident, type(exc).__name__)
             raise
+        ctx_g._tenant_cache_timing = (version, started, resolving, timer(), False)
         if shadow is not None and sampled():
             shadow.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:
+            # The later names stay unchecked: there is no tenant to check them against.
+            ctx_vars["_tenant_cache_identification"] = found._replace(confirmed_by=())
             raise TenantNotFound("no tenant answers to this identifier")
+        if found.confirmed_by:
+            answers = tenant.answers_to
+            for other in found.confirmed_by:
+                if not answers(other.identifier):
+                    found = _confirm(found, tenant, resolvers[version], id_stats)
+                    break
+        ctx_vars["_tenant_cache_identification"] = found
         ctx_g._tenant_cache_tenant = tenant
         if resolved.receivers:
             resolved.send(state.app, tenant=tenant, identifier=ident, version=version)

@@ -10,17 +10,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import idna
+
 __all__ = [
     "MAX_HOST_LENGTH",
     "MAX_SLUG_LENGTH",
     "IdentifierKind",
     "InvalidIdentifier",
+    "TenantId",
     "TenantIdentifier",
     "TenantIdentifierValidator",
+    "fold_ascii",
+    "host_to_unicode",
     "normalize_host",
 ]
 
-IdentifierKind = Literal["uuid", "slug", "host"]
+IdentifierKind = Literal["uuid", "slug", "host", "id"]
+
+#: The types a tenant's primary key may have.
+TenantId = uuid.UUID | int | str
 
 MAX_SLUG_LENGTH = 63
 MAX_HOST_LENGTH = 253
@@ -35,6 +43,18 @@ _LABEL_RE = _SLUG_RE
 _FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f/%\\]")
 #: Hosts that are never a tenant's, whatever the base domain.
 _NO_TENANT_LABELS = frozenset({"www"})
+#: The full stops UTS #46 reads as dots (ideographic, fullwidth, halfwidth ideographic).
+_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+#: Lowercases ASCII letters only: other letters are UTS #46's to map (it maps a capital sigma
+#: to the medial sigma everywhere, where ``str.lower()`` makes a final one final: another
+#: domain).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_ascii(text: str) -> str:
+    """``text`` with its ASCII letters lowercased and every other character kept, as SQL's
+    ``lower()`` does on every database."""
+    return text.translate(_ASCII_LOWER)
 
 
 class InvalidIdentifier(ValueError):
@@ -45,9 +65,11 @@ class InvalidIdentifier(ValueError):
 class TenantIdentifier:
     """A validated, normalised tenant identifier.
 
-    :param kind: ``"uuid"``, ``"slug"`` or ``"host"`` (a custom domain).
-    :param value: the canonical spelling: a hyphenated lowercase UUID, a lowercase slug, or a
-        lowercase ASCII (punycode) host without port or trailing dot.
+    :param kind: ``"uuid"``, ``"slug"``, ``"host"`` (a custom domain), or ``"id"``: a
+        primary key that is not a UUID (an integer or a string), which no header or Host
+        names (see :meth:`id`).
+    :param value: the canonical spelling: a hyphenated lowercase UUID, a lowercase slug, a
+        lowercase ASCII (punycode) host without port or trailing dot, or ``str(id)``.
     """
 
     kind: IdentifierKind
@@ -61,6 +83,28 @@ class TenantIdentifier:
     def uuid(cls, value: uuid.UUID | str) -> TenantIdentifier:
         """The identifier of a tenant's id."""
         return cls("uuid", str(value if isinstance(value, uuid.UUID) else uuid.UUID(value)))
+
+    @classmethod
+    def id(cls, value: TenantId) -> TenantIdentifier:
+        """The identifier of a tenant's primary key, whatever its type.
+
+        A UUID gives a ``"uuid"`` identifier (the header's); an integer or a string gives an
+        ``"id"`` identifier, which only code reaches (``invalidate(row.id)``): a header value
+        is never read as one, so ``X-Tenant-ID: 42`` is the slug ``42``, not the row 42.
+
+        :raises InvalidIdentifier: for an empty or overlong string, or one with whitespace or
+            control characters.
+        """
+        if isinstance(value, uuid.UUID):
+            return cls("uuid", str(value))
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidIdentifier(f"a tenant id is a UUID, an int or a str, not {value!r}")
+        text = str(value)
+        _check_raw(text, "the tenant id")
+        if isinstance(value, str) and _UUID_RE.fullmatch(text.lower()):
+            # A string key that spells a UUID is one the header names.
+            return cls("uuid", str(uuid.UUID(text)))
+        return cls("id", text)
 
     @classmethod
     def slug(cls, value: str) -> TenantIdentifier:
@@ -88,6 +132,8 @@ class TenantIdentifier:
             return cls.slug(value)
         if kind == "host":
             return cls.host(value)
+        if kind == "id":
+            return cls.id(value)
         raise InvalidIdentifier(f"not a tenant cache key: {key[:80]!r}")
 
 
@@ -127,12 +173,20 @@ def _validate_slug(value: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def normalize_host(value: str) -> str:
-    """Return the canonical form of a host name: lowercase, IDNA, no port, no trailing dot.
+    """Return the canonical form of a host name: lowercase ASCII (punycode), no port, no
+    trailing dot.
 
-    :raises InvalidIdentifier: for anything that is not an RFC 1123 host name.
+    Internationalised names are mapped and checked as browsers do (UTS #46 non-transitional
+    mapping, then IDNA 2008, with the ``idna`` package): ``straße.de`` and
+    ``xn--strae-oqa.de`` are one host, ``strasse.de`` another. The ideographic full stops
+    (U+3002, U+FF0E, U+FF61) are dots.
+
+    :raises InvalidIdentifier: for anything that is not an RFC 1123 host name after mapping.
     """
     _check_raw(value, "the host")
-    host = value.lower()
+    host = fold_ascii(value.translate(_DOTS))
+    if ".." in host:
+        raise InvalidIdentifier("the host contains '..'")
     if host.startswith("["):
         raise InvalidIdentifier("an IP address names no tenant")
     name, sep, port = host.rpartition(":")
@@ -142,12 +196,13 @@ def normalize_host(value: str) -> str:
         host = name
     if host.endswith("."):
         host = host[:-1]
-    if not host.isascii():
+    # A punycode label is decoded and checked too: "xn--a" is no domain in any spelling.
+    if not host.isascii() or "xn--" in host:
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            host = idna.encode(host, uts46=True, std3_rules=True).decode("ascii")
+        except UnicodeError:  # idna.IDNAError is one
             raise InvalidIdentifier(
-                "the host is not a valid internationalised domain name"
+                "the host is not a valid internationalised domain name (IDNA 2008, UTS #46)"
             ) from None
     if not host or len(host) > MAX_HOST_LENGTH:
         raise InvalidIdentifier(f"a host is 1 to {MAX_HOST_LENGTH} characters")
@@ -157,6 +212,11 @@ def normalize_host(value: str) -> str:
                 "each label of a host holds letters, digits and inner hyphens, 1 to 63 characters"
             )
     return host
+
+
+def host_to_unicode(host: str) -> str:
+    """The Unicode spelling of a canonical host (``xn--strae-oqa.de`` -> ``straße.de``)."""
+    return idna.decode(host) if "xn--" in host else host
 
 
 def _is_port(port: str) -> bool:
@@ -197,12 +257,14 @@ class TenantIdentifierValidator:
     re-run the regular expressions; rejected input is never memoised.
 
     :param base_domains: domains whose direct subdomains name tenants by slug
-        (``acme.example.com`` is the tenant whose slug is ``acme``).
+        (``acme.example.com`` is the tenant whose slug is ``acme``); when several match a
+        host, the longest wins, whatever their order.
     """
 
     def __init__(self, base_domains: Iterable[str] = ()) -> None:
         self.base_domains: tuple[str, ...] = tuple(normalize_host(d) for d in base_domains)
-        self._suffixes = tuple("." + d for d in self.base_domains)
+        # Longest first: with example.com and eu.example.com, acme.eu.example.com is "acme".
+        self._suffixes = tuple(sorted(("." + d for d in self.base_domains), key=len, reverse=True))
         self.parse_header = functools.lru_cache(maxsize=4096)(self._parse_header)
         self.parse_host = functools.lru_cache(maxsize=4096)(self._parse_host)
 
@@ -215,7 +277,7 @@ class TenantIdentifierValidator:
 
     def _parse_header(self, value: str) -> TenantIdentifier:
         _check_raw(value, "the tenant identifier")
-        if "." in value:
+        if "." in value.translate(_DOTS):
             ident = self._parse_host(value)
             if ident is None:
                 raise InvalidIdentifier("this host names no tenant")

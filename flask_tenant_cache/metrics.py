@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DualCacheStats", "LoadStats", "SecondLayerStats", "UnifiedCacheStats"]
+__all__ = ["DualCacheStats", "LoadStats", "SecondLayerStats", "UnifiedCacheStats", "WarmReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +104,28 @@ class DualCacheStats:
         data = asdict(self)
         data["hit_rate"] = round(self.hit_rate, 6)
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class WarmReport:
+    """What a warm did: what it read, what this process keeps, and what Redis now holds."""
+
+    #: Tenants the loader listed.
+    read: int
+    #: Rows the loader refused as tenants during the warm (see ``rejected_rows``).
+    rejected: int
+    #: Per resolver version, the tenants stored in this process.
+    stored: dict[str, int]
+    #: Per resolver version, the tenants this process holds afterwards: fewer than read when
+    #: the cache is smaller than the tenants (LRU eviction).
+    resident: dict[str, int]
+    #: Tenants stored in the Redis L2, which every process reads (None: not stored).
+    shared: int | None = None
+    #: Tenants left out of the L2 because an invalidation came while the warm read them.
+    overtaken: int = 0
+    #: Why nothing reached Redis: not configured, or the error it gave (None: it did).
+    shared_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a JSON-able dict."""
+        return asdict(self)

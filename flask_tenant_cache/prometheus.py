@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .figures import BOUNDS
+
 try:
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.utils import floatToGoString
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "Prometheus metrics need prometheus_client: pip install 'flask-tenant-cache[prometheus]'"
@@ -45,7 +53,15 @@ _RESOLVER_GAUGES: list[tuple[str, tuple[str, ...], str]] = [
     ("load_seconds_max", ("load", "load_time_max"), "The longest load, in seconds."),
 ]
 
-_BUS_GAUGES = {"pending", "waiting"}
+_BUS_GAUGES = {"pending", "waiting", "unfinished"}
+
+#: The identification counters (``stats()["identification"]``) and their help texts.
+_IDENTIFICATION_COUNTERS = {
+    "conflicts": "Requests refused because two strategies named different tenants.",
+    "untrusted_refused": "Tenant headers refused from an untrusted client.",
+    "untrusted_ignored": "Tenant headers ignored from an untrusted client.",
+    "second_lookups": "Later names looked up because they were no alias of the tenant.",
+}
 
 
 def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -60,13 +76,18 @@ class TenantCacheCollector:
     """Exposes ``stats()`` as Prometheus metrics, computed only when scraped.
 
     :param read_stats: returns the extension's ``stats()`` dict (bound to one app).
+    :param read_histograms: returns the extension's ``histograms()`` (bound to one app).
     :param prefix: the metric name prefix.
     """
 
     def __init__(
-        self, read_stats: Callable[[], dict[str, Any]], prefix: str = "tenant_cache"
+        self,
+        read_stats: Callable[[], dict[str, Any]],
+        read_histograms: Callable[[], dict[str, Any]] | None = None,
+        prefix: str = "tenant_cache",
     ) -> None:
         self.read_stats = read_stats
+        self.read_histograms = read_histograms
         self.prefix = prefix
 
     def collect(self) -> Iterator[Metric]:
@@ -105,6 +126,17 @@ class TenantCacheCollector:
                     f"Shadow comparisons {name}.",
                     value=shadow[name],
                 )
+        identification = stats.get("identification", {})
+        for name, text in _IDENTIFICATION_COUNTERS.items():
+            if name in identification:
+                yield CounterMetricFamily(
+                    f"{self.prefix}_identification_{name}", text, value=identification[name]
+                )
+        if self.read_histograms is not None:
+            yield from self._histograms(self.read_histograms())
+        control = stats.get("control")
+        if control is not None:
+            yield from self._control(control)
         for name, value in sorted(stats.get("redis", {}).items()):
             text = f"Redis invalidation bus: {name.replace('_', ' ')}."
             if name in _BUS_GAUGES:
@@ -112,9 +144,63 @@ class TenantCacheCollector:
             else:
                 yield CounterMetricFamily(f"{self.prefix}_bus_{name}", text, value=value)
 
+    def _histograms(self, data: dict[str, Any]) -> Iterator[Metric]:
+        for kind, text in (
+            ("resolve", "Time to resolve a request's tenant, per version."),
+            ("request", "Time of a whole request from the extension's hook, per version."),
+        ):
+            family = HistogramMetricFamily(
+                f"{self.prefix}_{kind}_seconds", text, labels=["version"]
+            )
+            for version, figures in sorted(data.items()):
+                buckets, total = figures[kind]
+                cumulative, running = [], 0
+                for bound, count in zip((*BOUNDS, float("inf")), buckets, strict=True):
+                    running += count
+                    cumulative.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+                family.add_metric([version], cumulative, sum_value=total)
+            yield family
+        for name, text in (
+            ("request_errors", "Requests whose lookup failed, per version."),
+            ("unavailable", "Requests answered 503, per version."),
+        ):
+            counter = CounterMetricFamily(f"{self.prefix}_{name}", text, labels=["version"])
+            for version, figures in sorted(data.items()):
+                counter.add_metric([version], figures[name.removeprefix("request_")])
+            yield counter
 
-def render(read_stats: Callable[[], dict[str, Any]]) -> bytes:
+    def _control(self, control: dict[str, Any]) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            f"{self.prefix}_rollout_trips",
+            "Times this process's guard tripped the kill switch.",
+            value=control["trips"],
+        )
+        yield CounterMetricFamily(
+            f"{self.prefix}_rollout_advances",
+            "Plan steps this process advanced.",
+            value=control["advances"],
+        )
+        guard = control.get("guard")
+        if guard is not None:
+            yield GaugeMetricFamily(
+                f"{self.prefix}_rollout_tripped",
+                "1 while the guard's trip holds every request on v1.",
+                value=int(guard["tripped"] is not None),
+            )
+        plan = control.get("plan")
+        if plan is not None:
+            yield GaugeMetricFamily(
+                f"{self.prefix}_rollout_plan_percent",
+                "The rollout plan's current percentage of tenants on v2.",
+                value=plan["percent"],
+            )
+
+
+def render(
+    read_stats: Callable[[], dict[str, Any]],
+    read_histograms: Callable[[], dict[str, Any]] | None = None,
+) -> bytes:
     """The metrics in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TenantCacheCollector(read_stats))
+    registry.register(TenantCacheCollector(read_stats, read_histograms))
     return generate_latest(registry)

@@ -14,16 +14,15 @@ from flask import Flask
 
 from . import signals
 from .errors import TenantLookupError
+from .figures import Figures
 from .identifiers import TenantIdentifier
+from .mismatches import IgnoreRule, MismatchLog, MismatchStore, Outcome, mismatch_record
 from .resolvers.base import Resolver
 from .tenant import Tenant
 
 __all__ = ["Outcome", "ShadowComparer", "outcome_of"]
 
 logger = logging.getLogger("flask_tenant_cache")
-
-#: What a resolution came to: a tenant, None (not found), or the error's class name.
-Outcome = Tenant | None | str
 
 
 def outcome_of(resolve: Callable[[], Tenant | None]) -> Outcome:
@@ -57,12 +56,16 @@ class ShadowComparer:
     The request never waits for it: a shadow that finds the pool full is dropped (counted),
     one that takes longer than ``timeout`` is counted as slow and not compared, and its errors
     never reach the request. A mismatch (an error on one side included) is counted, logged with
-    both values and sent as the ``shadow_mismatch`` signal.
+    both values, recorded (see :mod:`.mismatches`) and sent as the ``shadow_mismatch`` signal,
+    unless an ignore rule accepts it (then it counts as ``ignored``).
 
     :param app: the app (a shadow runs in its app context, which the loader may need).
     :param resolvers: the app's resolvers by version.
     :param workers: threads in the pool.
     :param max_pending: shadows queued or running at once before new ones are dropped.
+    :param figures: where each comparison is counted for the guard.
+    :param records: where mismatches are kept.
+    :param clock: wall-clock seconds, for the records.
     """
 
     def __init__(
@@ -73,8 +76,16 @@ class ShadowComparer:
         timeout: float,
         workers: int = 2,
         max_pending: int = 64,
+        figures: Figures | None = None,
+        records: MismatchStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
+        self.figures = figures
+        self.records: MismatchStore = records if records is not None else MismatchLog(50)
+        self.clock = clock
+        #: Ignore rules (see :meth:`.TenantCache.shadow_ignore`), tried in order.
+        self.ignore_rules: list[IgnoreRule] = []
         self.resolvers = resolvers
         self.timeout = timeout
         self.workers = workers
@@ -83,7 +94,7 @@ class ShadowComparer:
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
         self.counters = dict.fromkeys(
-            ("submitted", "matched", "mismatched", "dropped", "slow", "failed"), 0
+            ("submitted", "matched", "mismatched", "ignored", "dropped", "slow", "failed"), 0
         )
         #: Shadow lookups made by each resolver (not requests it served).
         self.lookups = {"v1": 0, "v2": 0}
@@ -132,8 +143,16 @@ class ShadowComparer:
                     return
                 if shadow == primary:
                     self._count("matched")
+                    self._compared(mismatched=False)
+                    return
+                outcomes = {primary_version: primary, version: shadow}
+                if self._ignored(ident, outcomes):
+                    self._count("ignored")
+                    self._compared(mismatched=False)
                     return
                 self._count("mismatched")
+                self._compared(mismatched=True)
+                self.records.add(mismatch_record(ident, primary_version, outcomes, self.clock()))
                 logger.warning(
                     "tenant cache shadow mismatch for %s (%s differ): %s gave %r, %s gave %r",
                     ident.cache_key,
@@ -156,6 +175,20 @@ class ShadowComparer:
             logger.exception("tenant cache shadow comparison failed for %s", ident.cache_key)
         finally:
             self._slots.release()
+
+    def _compared(self, *, mismatched: bool) -> None:
+        if self.figures is not None:
+            self.figures.record_shadow(mismatched=mismatched)
+
+    def _ignored(self, ident: TenantIdentifier, outcomes: dict[str, Outcome]) -> bool:
+        for rule in self.ignore_rules:
+            try:
+                if rule(ident, outcomes["v1"], outcomes["v2"]):
+                    return True
+            except Exception:
+                # A broken rule must not hide a difference: it counts as not ignoring it.
+                logger.exception("tenant cache shadow ignore rule %r failed", rule)
+        return False
 
     def stats(self) -> dict[str, Any]:
         """The shadow counters."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from blinker import Namespace
 
-__all__ = ["shadow_mismatch", "tenant_invalidated", "tenant_resolved"]
+__all__ = ["rollout_tripped", "shadow_mismatch", "tenant_invalidated", "tenant_resolved"]
 
 _signals = Namespace()
 
@@ -17,3 +17,7 @@ tenant_invalidated = _signals.signal("tenant-cache.tenant-invalidated")
 #: Sent when a shadow resolution disagrees, with ``identifier``, ``primary_version``,
 #: ``primary``, ``shadow_version`` and ``shadow`` (a Tenant, None, or an error's class name).
 shadow_mismatch = _signals.signal("tenant-cache.shadow-mismatch")
+
+#: Sent by the process whose guard tripped the kill switch, with ``reason`` (the signal, its
+#: value, limit and samples, when, the step) and ``scope`` (``"cluster"`` or ``"process"``).
+rollout_tripped = _signals.signal("tenant-cache.rollout-tripped")

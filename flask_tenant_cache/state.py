@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,17 +12,23 @@ from flask import Flask
 
 from . import signals
 from .config import Settings
+from .control import Controller
+from .figures import Figures
 from .flags import Override, Rollout, parse_override
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader
+from .mismatches import MismatchLog, MismatchStore
+from .plan import ControlStore, LocalControlStore
 from .resolvers.base import Resolver
 from .resolvers.v1 import DualCacheResolver
 from .resolvers.v2 import UnifiedCacheResolver
 from .shadow import ShadowComparer
+from .strategies import IdentificationStats, Identify, build_chain
 
 if TYPE_CHECKING:
+    from flask_tenant_cache.redis_layer import RedisLayer
+
     from .extension import TenantCache
-    from .redis_layer import RedisLayer
 
 __all__ = ["AppState"]
 
@@ -37,26 +45,57 @@ class AppState:
     validator: TenantIdentifierValidator
     loader: TenantLoader
     rollout: Rollout
+    #: The ``redis=`` of ``init_app``: a client or a callable that returns one (or None).
+    redis_source: Any = None
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     redis: RedisLayer | None = None
     shadow: ShadowComparer | None = None
+    #: The monotonic clock of the caches and the figures, and the wall clock of the plan.
+    timer: Callable[[], float] = time.perf_counter
+    clock: Callable[[], float] = time.time
+    figures: Figures = field(init=False)
+    control: Controller = field(init=False)
     #: Per endpoint, whether it is exempt (filled on first use).
     exempt: dict[str, bool] = field(default_factory=dict)
+    #: The request's resolution (:func:`~.hook.make_hook`), set by ``init_app``.
+    hook: Callable[..., None] = field(default=lambda *a, **k: None)
+    #: The 400 message of a request that names no tenant.
+    missing_message: str = ""
+    identification_stats: IdentificationStats = field(default_factory=IdentificationStats)
+    #: ``TENANT_CACHE_STRATEGIES`` as one function (see :func:`.strategies.build_chain`).
+    identify: Identify = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.identify = build_chain(
+            s, self.validator, self.ext._strategies, self.identification_stats
+        )
         common: dict[str, Any] = {
             "ttl": s.ttl,
             "negative_ttl": s.negative_ttl,
             "load_timeout": s.load_timeout,
             "stale_if_error": s.stale_if_error,
             "max_negative_entries": s.negative_max_entries,
+            "timer": self.timer,
         }
-        if s.redis_url is not None:
-            from .redis_layer import RedisLayer
+        if s.rollout_plan is not None and self.rollout.provider is not None:
+            raise ValueError(
+                "TENANT_CACHE_ROLLOUT_PLAN and a flag provider would both decide: choose one"
+            )
+        source = self.redis_source
+        if isinstance(source, str):
+            raise TypeError("redis= takes a client; a URL goes in TENANT_CACHE_REDIS_URL")
+        if source is not None and s.redis_url is not None:
+            raise ValueError(
+                "TENANT_CACHE_REDIS_URL and redis= both name a Redis: give one of them"
+            )
+        if source is None:
+            source = s.redis_url
+        if source is not None:
+            from flask_tenant_cache.redis_layer import RedisLayer
 
             self.redis = RedisLayer(
-                s.redis_url,
+                source,
                 prefix=s.redis_prefix,
                 ttl=s.redis_ttl,
                 channel=s.invalidation_channel,
@@ -66,6 +105,11 @@ class AppState:
                 on_resubscribe=self.flush_local,
                 on_rollout=self._apply_rollout,
             )
+            try:
+                self.redis.check()
+            except ValueError:
+                self.redis.stop()
+                raise
         v1 = DualCacheResolver(
             self.loader,
             max_entries=s.v1_max_entries,
@@ -78,7 +122,38 @@ class AppState:
         for resolver in (v1, v2):
             resolver.l2 = self.redis.l2 if self.redis is not None else None
         self.resolvers = {"v1": v1, "v2": v2}
-        self.shadow = ShadowComparer(self.app, self.resolvers, timeout=s.shadow_timeout)
+        self.figures = Figures(timer=self.timer)
+        store: ControlStore = LocalControlStore()
+        records: MismatchStore = MismatchLog(s.mismatch_records)
+        if self.redis is not None:
+            from .redis_layer.plan import RedisControlStore, RedisMismatchLog
+
+            store = RedisControlStore(self.redis.conn, self.redis.keys)
+            records = RedisMismatchLog(self.redis.conn, self.redis.keys, s.mismatch_records)
+        elif s.rollout_plan is not None or s.guard is not None:
+            logger.warning(
+                "tenant cache: no TENANT_CACHE_REDIS_URL, so the rollout plan and the guard run"
+                " in each process on its own: its own steps, its own trip, lost at a restart"
+            )
+        self.shadow = ShadowComparer(
+            self.app,
+            self.resolvers,
+            timeout=s.shadow_timeout,
+            figures=self.figures,
+            records=records,
+            clock=self.clock,
+        )
+        self.control = Controller(
+            self.app,
+            steps=s.rollout_plan,
+            limits=s.guard,
+            store=store,
+            figures=self.figures,
+            apply_percent=self._apply_plan,
+            switch=lambda value: str(self.set_rollout(value)["scope"]),
+            clock=self.clock,
+            interval=s.control_interval,
+        )
         if s.auto_invalidate:
             from .auto_invalidate import install
             from .loaders import SQLAlchemyTenantLoader
@@ -104,7 +179,7 @@ class AppState:
             return self.flush_local()
         try:
             idents = [TenantIdentifier.from_cache_key(key)]
-            idents += [TenantIdentifier.uuid(i) for i in ids]
+            idents += [TenantIdentifier.id(i) for i in ids]
         except (InvalidIdentifier, ValueError):
             logger.warning("tenant cache: invalidation of a malformed key ignored: %r", key[:80])
             return 0
@@ -128,6 +203,9 @@ class AppState:
             scope = "cluster"
         return {"override": override, "scope": scope}
 
+    def _apply_plan(self, percent: float | None) -> None:
+        self.rollout.plan_percent = percent
+
     def _apply_rollout(self, value: Any) -> None:
         try:
             override: Override | None = parse_override(value)
@@ -139,6 +217,9 @@ class AppState:
     def stats(self) -> dict[str, Any]:
         """Each resolver's counters under its version; the Redis layer, rollout and shadow."""
         data: dict[str, Any] = {v: r.stats().as_dict() for v, r in self.resolvers.items()}
+        rejected = getattr(self.loader, "rejected_rows", None)
+        if isinstance(rejected, int):
+            data["loader"] = {"rejected_rows": rejected}
         rollout = data["rollout"] = self.rollout.stats(self.app.config)
         shadow: dict[str, Any] = self.shadow.stats() if self.shadow is not None else {}
         shadow_lookups = shadow.get("lookups", {})
@@ -151,8 +232,12 @@ class AppState:
             - shadow_lookups.get(v, 0)
             for v in self.resolvers
         }
+        data["identification"] = self.identification_stats.as_dict()
         if self.shadow is not None:
             data["shadow"] = shadow
+        data["figures"] = self.figures.window()
+        if self.control.active:
+            data["control"] = self.control.status()
         if self.redis is not None:
             data["redis"] = self.redis.stats()
         return data

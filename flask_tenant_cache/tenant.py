@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .identifiers import TenantIdentifier, normalize_host
+from .identifiers import TenantId, TenantIdentifier, normalize_host
 
 __all__ = ["Tenant"]
 
@@ -17,7 +17,8 @@ __all__ = ["Tenant"]
 class Tenant:
     """A frozen, picklable, JSON-able snapshot of one tenant, never an ORM row.
 
-    :param id: the tenant's UUID.
+    :param id: the tenant's primary key: a UUID, an int or a str, kept as given (a str that
+        spells a UUID stays a str).
     :param slug: the tenant's lowercase slug.
     :param name: the display name.
     :param domains: custom domains, normalised as :func:`~.identifiers.normalize_host` does.
@@ -25,7 +26,7 @@ class Tenant:
     :param extra: further read-only attributes (plan, region...), JSON-able values only.
     """
 
-    id: uuid.UUID
+    id: TenantId
     slug: str
     name: str = ""
     domains: tuple[str, ...] = ()
@@ -34,9 +35,7 @@ class Tenant:
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        tenant_id: object = self.id
-        if not isinstance(tenant_id, uuid.UUID):
-            object.__setattr__(self, "id", uuid.UUID(str(tenant_id)))
+        TenantIdentifier.id(self.id)  # validates it
         object.__setattr__(self, "slug", TenantIdentifier.slug(self.slug).value)
         object.__setattr__(self, "domains", tuple(normalize_host(d) for d in self.domains))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
@@ -45,7 +44,7 @@ class Tenant:
     def aliases(self) -> tuple[TenantIdentifier, ...]:
         """Every identifier that names this tenant: its id, its slug and each domain."""
         return (
-            TenantIdentifier("uuid", str(self.id)),
+            TenantIdentifier.id(self.id),
             TenantIdentifier("slug", self.slug),
             *(TenantIdentifier("host", d) for d in self.domains),
         )
@@ -55,10 +54,20 @@ class Tenant:
         """The cache keys of :attr:`aliases`."""
         return frozenset(a.cache_key for a in self.aliases)
 
+    def answers_to(self, ident: TenantIdentifier) -> bool:
+        """Whether ``ident`` is one of :attr:`aliases`, without building them."""
+        kind, value = ident.kind, ident.value
+        if kind == "slug":
+            return value == self.slug
+        if kind == "host":
+            return value in self.domains
+        return value == str(self.id)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :meth:`from_dict` reads it back."""
         return {
             "id": str(self.id),
+            "id_type": _id_type(self.id),
             "slug": self.slug,
             "name": self.name,
             "domains": list(self.domains),
@@ -69,8 +78,11 @@ class Tenant:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tenant:
         """Build a tenant from :meth:`to_dict`'s output."""
+        id_type = data.get("id_type", "uuid")
+        if id_type not in _ID_PARSERS:
+            raise ValueError(f"unknown tenant id type {id_type!r}")
         return cls(
-            id=uuid.UUID(data["id"]),
+            id=_ID_PARSERS[id_type](data["id"]),
             slug=data["slug"],
             name=data.get("name", ""),
             domains=tuple(data.get("domains", ())),
@@ -81,6 +93,15 @@ class Tenant:
     def __reduce__(self) -> tuple[Any, ...]:
         # MappingProxyType does not pickle: rebuild from plain values.
         return (_rebuild, (self.to_dict(),))
+
+
+def _id_type(value: TenantId) -> str:
+    if isinstance(value, uuid.UUID):
+        return "uuid"
+    return "int" if isinstance(value, int) else "str"
+
+
+_ID_PARSERS: dict[str, Any] = {"uuid": uuid.UUID, "int": int, "str": str}
 
 
 def _rebuild(data: Mapping[str, Any]) -> Tenant:

@@ -1,14 +1,23 @@
-# Sourced by the scripts: make .venv (once) and keep it in step with setup.cfg.
+# Sourced by the scripts: make the virtual environment (once) and keep it in step with setup.cfg.
+# VENV (default .venv), PYTHON (default python3), EXTRAS (default dev) and CONSTRAINTS (a pip
+# constraints file, e.g. requirements/minimum.txt) choose which environment; CI sets them.
 set -eu
 cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
+EXTRAS=${EXTRAS:-dev}
+CONSTRAINTS=${CONSTRAINTS:-}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
 fi
-stamp=.venv/.installed-$(cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+stamp=$VENV/.installed-$(
+  { cat setup.cfg pyproject.toml; echo "$EXTRAS"; [ -z "$CONSTRAINTS" ] || cat "$CONSTRAINTS"; } |
+    cksum | cut -d' ' -f1
+)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
-  rm -f .venv/.installed-*
+  "$VENV/bin/python" -m pip install --quiet ${CONSTRAINTS:+--constraint "$CONSTRAINTS"} \
+    -e ".[$EXTRAS]"
+  rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

@@ -1,167 +1,41 @@
-"""Shared fixtures: a Flask app with a real SQLite (or PostgreSQL) tenant table."""
+"""Fixtures: a Flask app with a real SQLite tenant table, Redis (shared or private), deployments."""
 
 from __future__ import annotations
 
 import functools
-import os
-import threading
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from flask import Flask, jsonify
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from flask import Flask
 
-from flask_tenant_cache import (
-    SQLAlchemyTenantLoader,
-    Tenant,
-    TenantCache,
-    TenantIdentifier,
-    current_resolver_version,
-    current_tenant,
+from flask_tenant_cache import TenantCache
+from tests.helpers.app import (
+    ADMIN_TOKEN,
+    CountingLoader,
+    FakeTimer,
+    build_app,
+    need_service,
+    update_tenant,
 )
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-ACME_ID = uuid.UUID("5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a")
-GLOBEX_ID = uuid.UUID("7d9e2b1c-3a4f-4b6d-9e8f-1a2b3c4d5e6f")
-INITECH_ID = uuid.UUID("1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9")
-ADMIN_TOKEN = "test-admin-token-0123456789"
-
-
-def need_service(name: str, reason: str) -> None:
-    """Skip a test whose service is missing, except under ``CI=true`` where it fails."""
-    message = f"{name} is not reachable: {reason}"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: services are required)")
-    pytest.skip(message)
-
-
-class Base(DeclarativeBase):  # TEMP: still patched by tests written before build_app changed
-    pass
-
-
-def make_model(db: SQLAlchemy) -> Any:
-    """The tenant model the tests use (one per ``SQLAlchemy`` instance)."""
-
-    class TenantRow(db.Model):  # type: ignore[name-defined,misc]
-        __tablename__ = "tenants"
-        id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
-        slug: Mapped[str] = mapped_column(sa.String(63), unique=True)
-        domain: Mapped[str | None] = mapped_column(sa.String(253), unique=True)
-        name: Mapped[str] = mapped_column(sa.String(200))
-        active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-        plan: Mapped[str] = mapped_column(sa.String(20), default="free")
-
-    return TenantRow
-
-
-SEED = [
-    (ACME_ID, "acme", "acme.test", "Acme Corp"),
-    (GLOBEX_ID, "globex", None, "Globex"),
-    (INITECH_ID, "initech", "portal.initech.example", "Initech"),
-]
-
-
-class CountingLoader:
-    """Wraps a loader, counting calls; ``fail`` and ``gate`` inject outages and pauses."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: list[TenantIdentifier] = []
-        self.fail: BaseException | None = None
-        self.gate: threading.Event | None = None
-        self.entered = threading.Event()
-        self._lock = threading.Lock()
-
-    def load(self, identifier: TenantIdentifier) -> Tenant | None:
-        with self._lock:
-            self.calls.append(identifier)
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(10), "test gate never opened"
-        if self.fail is not None:
-            raise self.fail
-        result: Tenant | None = self.inner.load(identifier)
-        return result
-
-    def iter_tenants(self) -> Any:
-        return self.inner.iter_tenants()
-
-
-class FakeTimer:
-    """A clock the tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def build_app(
-    database_uri: str = "sqlite://",
-    *,
-    loader_factory: Callable[..., Any] | None = None,
-    flag_provider: Any = None,
-    admin_authorizer: Callable[[], bool] | None = None,
-    **config: Any,
-) -> Flask:
-    """An app with the extension, a seeded tenant table and a few views.
-
-    The loader is a ``CountingLoader`` around ``SQLAlchemyTenantLoader`` unless
-    ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
-    ``flag_provider`` goes to ``TenantCache`` and ``admin_authorizer`` is registered on it.
-    ``TENANT_CACHE_ADMIN_TOKEN=None`` leaves the admin routes without a token.
-    """
-    app = Flask(__name__)
-    app.config.update(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": database_uri,
-            "TENANT_CACHE_BASE_DOMAINS": ["example.com"],
-            "TENANT_CACHE_ADMIN_TOKEN": ADMIN_TOKEN,
-            **config,
-        }
-    )
-    db = SQLAlchemy(app)  # a metadata of its own: tests may build several apps
-    model = make_model(db)
-    if loader_factory is None:
-        loader = CountingLoader(SQLAlchemyTenantLoader(db, model, active_column="active"))
-    else:
-        loader = loader_factory(db, model, active_column="active")
-    tenant_cache = TenantCache(app, loader=loader, flag_provider=flag_provider)
-    if admin_authorizer is not None:
-        tenant_cache.admin_authorizer(admin_authorizer)
-    app.extensions["test"] = {"db": db, "model": model, "loader": loader, "ext": tenant_cache}
-
-    @app.get("/whoami")
-    def whoami() -> Any:
-        return jsonify(
-            slug=current_tenant.slug,
-            id=str(current_tenant.id),
-            name=current_tenant.name,
-            version=current_resolver_version(),
-        )
-
-    @app.get("/health")
-    @tenant_cache.exempt
-    def health() -> Any:
-        return jsonify(ok=True, tenant=None if not current_tenant else current_tenant.slug)
-
-    with app.app_context():
-        db.drop_all()
-        db.create_all()
-        for tenant_id, slug, domain, name in SEED:
-            db.session.add(model(id=tenant_id, slug=slug, domain=domain, name=name))
-        db.session.commit()
-    return app
+from tests.helpers.deployments import (
+    AclRedis,
+    Cluster,
+    Node,
+    SentinelSet,
+    TlsFiles,
+    binary,
+    make_tls_files,
+    running,
+    tls_server,
+    valkey_binary,
+)
+from tests.helpers.redis_server import SHARED_REDIS_URL, PrivateRedis
+from tests.helpers.resolvers import ACME, GLOBEX, MemoryLoader
 
 
 @pytest.fixture
@@ -188,35 +62,140 @@ def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def update_tenant(app: Flask, tenant_id: uuid.UUID, **values: Any) -> None:
-    """Change a tenant row of ``app`` (as an admin would), without touching the cache.
-
-    It uses the session of the app context in place (push one around it if there is none).
-    """
-    db = app.extensions["test"]["db"]
-    row = db.session.get(app.extensions["test"]["model"], tenant_id)
-    for key, value in values.items():
-        setattr(row, key, value)
-    db.session.commit()
-
-
-def update_tenant_in(app: Flask, tenant_id: uuid.UUID, **values: Any) -> None:
-    """``update_tenant`` in an app context of its own."""
-    with app.app_context():
-        update_tenant(app, tenant_id, **values)
-
-
-class Recorder:
-    """A signal receiver that keeps every (sender, kwargs) it gets."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, dict[str, Any]]] = []
-
-    def __call__(self, sender: Any, **kwargs: Any) -> None:
-        self.events.append((sender, kwargs))
-
-
 @pytest.fixture
 def rename(app: Flask) -> Callable[..., None]:
     """Change a tenant row in the database (as an admin would), without touching the cache."""
     return functools.partial(update_tenant, app)
+
+
+@pytest.fixture
+def timer() -> FakeTimer:
+    return FakeTimer()
+
+
+@pytest.fixture
+def db() -> MemoryLoader:
+    """An in-memory tenant table holding ``ACME`` and ``GLOBEX``."""
+    return MemoryLoader(ACME, GLOBEX)
+
+
+@pytest.fixture
+def resolver(make: Any) -> Any:
+    """A resolver from the test module's ``make`` fixture, with its defaults."""
+    return make()
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[dict[str, Any]]:
+    """The Redis service, with a prefix (and so a channel) of this test's own, deleted after."""
+    import redis
+
+    client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        need_service("Redis", str(exc))
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    yield {
+        "TENANT_CACHE_REDIS_URL": SHARED_REDIS_URL,
+        "TENANT_CACHE_REDIS_PREFIX": prefix,
+        "client": client,
+    }
+    for key in client.scan_iter(match="{" + prefix + "}:*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., PrivateRedis]]:
+    """``start_redis(*options)``: a running redis-server of this test's own, stopped after."""
+    server_binary = binary("redis-server")
+    servers: list[PrivateRedis] = []
+
+    def start(*args: str) -> PrivateRedis:
+        server = PrivateRedis(server_binary, *args)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own; never the shared one, since tests break it."""
+    server = PrivateRedis(binary("redis-server"))
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_apps() -> Iterator[Callable[..., Flask]]:
+    """``build_app`` apps on a Redis; their subscriber threads and connections close after the test.
+
+    ``make(redis_config, **config)`` takes the ``TENANT_CACHE_*`` keys of ``redis_config`` (as
+    ``shared_redis`` yields it) and the other settings; the caller adds views or rows itself.
+    """
+    apps: list[Flask] = []
+
+    def make(redis_config: Mapping[str, Any] | None = None, **config: Any) -> Flask:
+        settings = {k: v for k, v in (redis_config or {}).items() if k.startswith("TENANT_CACHE_")}
+        app = build_app(**settings, **config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            app.extensions["test"]["ext"].close()
+
+
+# -- deployments (Cluster, Sentinel, ACL, TLS, Valkey), started once per session ------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A 3-master Redis Cluster of the session's own."""
+    yield from running(Cluster(binary("redis-server"), binary("redis-cli")))
+
+
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A master, a replica and three sentinels of the session's own (tests fail it over)."""
+    yield from running(SentinelSet(binary("redis-server")))
+
+
+@pytest.fixture(scope="session")
+def acl_redis() -> Iterator[AclRedis]:
+    """A redis-server on which tests add ACL users of their own."""
+    yield from running(AclRedis(binary("redis-server")))
+
+
+@pytest.fixture(scope="session")
+def tls_files() -> Iterator[TlsFiles]:
+    directory = Path(tempfile.mkdtemp(prefix="tenant-cache-tls-"))
+    try:
+        yield make_tls_files(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tls_files: TlsFiles) -> Iterator[Node]:
+    """A TLS-only redis-server (no client certificate asked for)."""
+    yield from running(tls_server(tls_files, auth_clients=False))
+
+
+@pytest.fixture(scope="session")
+def mtls_redis(tls_files: TlsFiles) -> Iterator[Node]:
+    """A TLS-only redis-server that requires a client certificate signed by the CA."""
+    yield from running(tls_server(tls_files, auth_clients=True))
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[Node]:
+    """A valkey-server of the session's own."""
+    yield from running(Node(valkey_binary()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import uuid
 from typing import Any
 
@@ -254,6 +255,28 @@ INVALID: list[tuple[str, Any]] = [
     ("TENANT_CACHE_ADMIN_TOKEN", 123),
     ("TENANT_CACHE_ADMIN_TOKEN", b"token"),
     ("TENANT_CACHE_ADMIN_TOKEN", False),
+    ("TENANT_CACHE_STRATEGIES", []),
+    ("TENANT_CACHE_STRATEGIES", None),
+    ("TENANT_CACHE_STRATEGIES", ["header", "header"]),
+    ("TENANT_CACHE_STRATEGIES", ["header", "cookie"]),
+    ("TENANT_CACHE_STRATEGIES", [len]),
+    ("TENANT_CACHE_STRATEGIES", "host, jwt"),
+    ("TENANT_CACHE_ON_CONFLICT", "last"),
+    ("TENANT_CACHE_ON_CONFLICT", None),
+    ("TENANT_CACHE_HEADER_TRUSTED", []),
+    ("TENANT_CACHE_HEADER_TRUSTED", ["10.0.0.1/8"]),
+    ("TENANT_CACHE_HEADER_TRUSTED", ["10.0.0.0/33"]),
+    ("TENANT_CACHE_HEADER_TRUSTED", ["gateway.internal"]),
+    ("TENANT_CACHE_HEADER_TRUSTED", [10]),
+    ("TENANT_CACHE_HEADER_TRUSTED", True),
+    ("TENANT_CACHE_UNTRUSTED_HEADER", "drop"),
+    ("TENANT_CACHE_UNTRUSTED_HEADER", None),
+    ("TENANT_CACHE_PATH_PREFIX", "t"),
+    ("TENANT_CACHE_PATH_PREFIX", "/t/"),
+    ("TENANT_CACHE_PATH_PREFIX", "/"),
+    ("TENANT_CACHE_PATH_PREFIX", "/t x"),
+    ("TENANT_CACHE_PATH_PREFIX", "/t?"),
+    ("TENANT_CACHE_PATH_PREFIX", None),
 ]
 
 
@@ -263,7 +286,7 @@ def test_invalid_value_raises_naming_the_key(key: str, value: Any) -> None:
     with pytest.raises(ValueError, match=key) as info:
         TenantCache(app, loader=DictLoader())
     # The message names exactly the bad key, not a neighbour that shares its prefix.
-    others = [k for k in DEFAULTS if k != key and k in str(info.value)]
+    others = [k for k in DEFAULTS if k != key and re.search(rf"\b{k}\b", str(info.value))]
     assert others == []
     # Nothing was registered on the app.
     assert "tenant_cache" not in app.extensions
@@ -285,6 +308,15 @@ VALID_EDGES: list[tuple[str, Any]] = [
     ("TENANT_CACHE_URL_PREFIX", "/a"),
     ("TENANT_CACHE_URL_PREFIX", "/a/b"),
     ("TENANT_CACHE_ADMIN_TOKEN", "t"),
+    ("TENANT_CACHE_STRATEGIES", ["path"]),
+    ("TENANT_CACHE_STRATEGIES", ("host", "header", "path")),
+    ("TENANT_CACHE_STRATEGIES", "host, header"),
+    ("TENANT_CACHE_ON_CONFLICT", "first"),
+    ("TENANT_CACHE_HEADER_TRUSTED", ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]),
+    ("TENANT_CACHE_HEADER_TRUSTED", "10.0.0.0/8, 127.0.0.1"),
+    ("TENANT_CACHE_HEADER_TRUSTED", lambda request: True),
+    ("TENANT_CACHE_UNTRUSTED_HEADER", "ignore"),
+    ("TENANT_CACHE_PATH_PREFIX", "/org/tenants"),
 ]
 
 

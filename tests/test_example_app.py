@@ -56,6 +56,14 @@ def test_by_header(web: FlaskClient) -> None:
     assert slug_of(web, **{"X-Tenant-ID": str(INITECH_ID).upper()}) == "initech"
 
 
+@pytest.mark.parametrize("host", ["acme.localtest.me", "portal.initech.test"])
+def test_a_header_cannot_move_a_host_to_another_tenant(web: FlaskClient, host: str) -> None:
+    r = web.get("/", headers={"Host": host, "X-Tenant-ID": "globex"})
+    assert (r.status_code, r.json["error"]) == (400, "conflicting_tenant_identifiers")
+    r = web.get("/", headers={"Host": "portal.initech.test", "X-Tenant-ID": "initech"})
+    assert (r.status_code, r.json["tenant"]["slug"]) == (200, "initech")
+
+
 def test_by_host(web: FlaskClient) -> None:
     assert slug_of(web, Host="globex.localtest.me") == "globex"
     assert slug_of(web, Host="ACME.localtest.me:5000") == "acme"

@@ -12,11 +12,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, CountingLoader, FakeTimer, build_app, need_service, update_tenant_in
 from flask import Flask
-from redis_support import PrivateRedis, listening, private_redis, redis_apps, stats, wait_for
 
-__all__ = ["private_redis", "redis_apps"]  # fixtures
+from tests.helpers.app import (
+    ACME_ID,
+    CountingLoader,
+    FakeTimer,
+    build_app,
+    need_service,
+    update_tenant_in,
+)
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 PG_URL = os.environ.get(
     "TENANT_CACHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -249,13 +255,14 @@ def test_a_real_postgresql_outage_is_served_stale_or_503(
         set_connections(admin, name, allowed=False)
         during = [get(app, slug) for slug in ("acme", "globex", "acme", "acme.test", "nobody")]
         statuses = [r.status_code for r in during]
-        assert statuses == [200, 503, 200, 503, 503]
+        # acme.test is acme's domain: the entry its load by slug stored serves it stale too.
+        assert statuses == [200, 503, 200, 200, 503]
         assert during[0].json["name"] == "Acme Corp"
         timer.advance(100)  # beyond the stale window
         late = get(app, "acme").status_code
         assert late == 503
         load = stats(app)["v2"]["load"]
-        assert load["stale_serves"] == 2
+        assert load["stale_serves"] == 3  # acme twice, acme.test once
         assert load["load_errors"] == 6  # the real driver errors, each one counted
         assert stats(app)["v2"]["negative_entries"] == 0
         figures(
@@ -270,7 +277,7 @@ def test_a_real_postgresql_outage_is_served_stale_or_503(
         assert get(app, "acme").json["name"] == "Acme After The Outage"
         assert get(app, "globex").status_code == 200
         assert get(app, "nobody").status_code == 404
-        assert stats(app)["v2"]["load"]["stale_serves"] == 2
+        assert stats(app)["v2"]["load"]["stale_serves"] == 3  # acme twice, acme.test once
     finally:
         with app.app_context():
             app.extensions["test"]["db"].engine.dispose()
@@ -278,7 +285,7 @@ def test_a_real_postgresql_outage_is_served_stale_or_503(
 
 # -- Redis faults under steady traffic --------------------------------------------------------
 
-#: Tenants beyond the conftest seed, the same in every app, for lookups that miss L1.
+#: Tenants beyond the ``SEED`` rows, the same in every app, for lookups that miss L1.
 EXTRA = [(uuid.uuid5(ACME_ID, f"extra-{i}"), f"extra-{i:04d}") for i in range(1200)]
 TRAFFIC_EXTRA, PROBE_EXTRA = EXTRA[:800], EXTRA[800:]
 #: Cached tenants the traffic asks for (initech is left to the invalidation checks).
@@ -463,7 +470,7 @@ def test_redis_paused_under_traffic_costs_timeouts_not_failures(
 
 
 @pytest.mark.redis
-def test_a_dropped_subscription_flushes_l1_and_the_bus_carries_on(
+def test_a_dropped_subscription_that_missed_messages_flushes_l1_and_the_bus_carries_on(
     make_app: Callable[..., Flask], private_redis: PrivateRedis
 ) -> None:
     import redis
@@ -479,6 +486,7 @@ def test_a_dropped_subscription_flushes_l1_and_the_bus_carries_on(
     try:
         with Traffic(app) as traffic:
             dropped = time.monotonic()
+            admin.incr("{tenant-cache}:seq")  # a message published while they reconnect
             assert admin.client_kill_filter(_type="pubsub") == 2  # both subscribers
             wait_for(lambda: stats(peer)["redis"]["resubscribes"] >= 1, what="a resubscription")
             wait_for(lambda: stats(app)["redis"]["resubscribes"] >= 1, what="a resubscription")

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACME_ID, GLOBEX_ID, INITECH_ID, SEED, build_app, need_service
 from flask import Flask
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_tenant_cache import SQLAlchemyTenantLoader, Tenant, TenantIdentifier, TenantLoader
 from flask_tenant_cache.loaders import WarmableTenantLoader
+from tests.helpers.app import ACME_ID, GLOBEX_ID, INITECH_ID, SEED, build_app, need_service
 
 PG_URL = os.environ.get(
     "TENANT_CACHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -37,7 +37,7 @@ def _create_pg_schema() -> tuple[sa.Engine, str, str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Flask]:
-    """The conftest app (seeded ``tenants`` table) on SQLite in memory or on PostgreSQL."""
+    """The ``build_app`` app (seeded ``tenants`` table) on SQLite in memory or on PostgreSQL."""
     if request.param == "sqlite":
         yield request.getfixturevalue("app")
         return
@@ -390,3 +390,295 @@ class TestSQLAlchemyTenantLoader:
                 list(loader.iter_tenants())
         finally:
             dead.dispose()
+
+
+# -- rows as real apps store them -----------------------------------------------------------------
+
+HOOLI_ID = uuid.UUID("3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f")
+LEGACY_ID = uuid.UUID("4d5e6f7a-8b9c-4d0e-8f1a-2b3c4d5e6f7a")
+#: A row no header could name consistently (an underscore in its slug).
+LEGACY_ROW = {"id": LEGACY_ID, "slug": "legacy_slug", "domain": "legacy.test", "name": "Legacy"}
+
+
+def _insert(db: Any, model: Any, *rows: dict[str, Any]) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(model), [{"active": True, "plan": "free", **r} for r in rows])
+
+
+def _agree(loader: SQLAlchemyTenantLoader) -> list[Tenant]:
+    """Every tenant warm() would store is what load() answers for each of its aliases."""
+    tenants = list(loader.iter_tenants())
+    for tenant in tenants:
+        for alias in tenant.aliases:
+            assert loader.load(alias) == tenant, alias
+    return tenants
+
+
+class TestStoredSpellings:
+    def test_slug_and_domain_in_another_case_resolve(
+        self, sql_loader: SQLAlchemyTenantLoader, db: Any, model: Any
+    ) -> None:
+        _insert(
+            db,
+            model,
+            {"id": HOOLI_ID, "slug": "Hooli", "domain": "Portal.Hooli.COM", "name": "Hooli"},
+        )
+        by_slug = sql_loader.load(TenantIdentifier.slug("hooli"))
+        by_host = sql_loader.load(TenantIdentifier.host("portal.hooli.com"))
+        assert by_slug is not None
+        assert by_slug == by_host
+        assert by_slug.slug == "hooli"
+        assert by_slug.domains == ("portal.hooli.com",)
+        assert by_slug in _agree(sql_loader)
+
+    @pytest.mark.parametrize("stored", ["straße.de", "Straße.DE", "xn--strae-oqa.de"])
+    def test_domain_in_unicode_or_punycode_resolves(
+        self, sql_loader: SQLAlchemyTenantLoader, db: Any, model: Any, stored: str
+    ) -> None:
+        _insert(db, model, {"id": HOOLI_ID, "slug": "hooli", "domain": stored, "name": "H"})
+        for host in ("straße.de", "xn--strae-oqa.de", "STRASSE.de".replace("SS", "ß")):
+            tenant = sql_loader.load(TenantIdentifier.host(host))
+            assert tenant is not None, host
+            assert tenant.domains == ("xn--strae-oqa.de",)
+        assert sql_loader.load(TenantIdentifier.host("strasse.de")) is None
+        _agree(sql_loader)
+
+    def test_domain_the_query_cannot_find_is_left_out_loudly(
+        self,
+        sql_loader: SQLAlchemyTenantLoader,
+        db: Any,
+        model: Any,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        # Non-ASCII capitals: SQLite's lower() leaves them, PostgreSQL's may fold them.
+        _insert(db, model, {"id": HOOLI_ID, "slug": "hooli", "domain": "ÄCME.test", "name": "H"})
+        assert sql_loader.load(TenantIdentifier.host("äcme.test")) is None
+        tenant = sql_loader.load(TenantIdentifier.slug("hooli"))
+        assert tenant is not None
+        assert tenant.domains == ()
+        assert str(HOOLI_ID) in caplog.text
+        assert "ÄCME.test" in caplog.text
+        _agree(sql_loader)
+
+
+class TestRowsThatCannotBeTenants:
+    def test_warm_skips_the_row_with_one_warning_and_counts_it(
+        self,
+        sql_loader: SQLAlchemyTenantLoader,
+        db: Any,
+        model: Any,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        _insert(db, model, LEGACY_ROW)
+        caplog.clear()
+        tenants = list(sql_loader.iter_tenants())
+        assert {t.id for t in tenants} == {ACME_ID, GLOBEX_ID, INITECH_ID}
+        warnings = [r for r in caplog.records if str(LEGACY_ID) in r.getMessage()]
+        assert len(warnings) == 1
+        assert "cannot be a tenant" in warnings[0].getMessage()
+        assert sql_loader.rejected_rows == 1
+
+    def test_its_lookups_are_not_found(
+        self, sql_loader: SQLAlchemyTenantLoader, db: Any, model: Any
+    ) -> None:
+        _insert(db, model, LEGACY_ROW)
+        assert sql_loader.load(TenantIdentifier.uuid(LEGACY_ID)) is None
+        assert sql_loader.load(TenantIdentifier.host("legacy.test")) is None
+        assert sql_loader.rejected_rows == 2
+        assert sql_loader.load(TenantIdentifier.slug("acme")) is not None
+
+    def test_through_the_app_a_cached_404_and_warm_serves_the_others(self, backend: Flask) -> None:
+        db, model = backend.extensions["test"]["db"], backend.extensions["test"]["model"]
+        loader, ext = backend.extensions["test"]["loader"], backend.extensions["test"]["ext"]
+        _insert(db, model, LEGACY_ROW)
+        assert ext.warm().read == 3
+        assert loader.inner.rejected_rows == 1
+        client = backend.test_client()
+        assert client.get("/whoami", headers={"X-Tenant-ID": "acme"}).status_code == 200
+        assert loader.calls == []
+        for _ in range(3):
+            response = client.get("/whoami", headers={"Host": "legacy.test"})
+            assert response.status_code == 404
+            assert response.json["error"] == "tenant_not_found"
+        assert loader.calls == [TenantIdentifier.host("legacy.test")]
+
+
+def test_rejected_rows_are_in_the_stats() -> None:
+    app = build_app(loader_factory=SQLAlchemyTenantLoader)
+    with app.app_context():
+        test = app.extensions["test"]
+        _insert(test["db"], test["model"], LEGACY_ROW)
+        assert test["ext"].stats()["loader"] == {"rejected_rows": 0}
+        assert test["ext"].warm().rejected == 1
+        assert test["ext"].stats()["loader"] == {"rejected_rows": 1}
+
+
+# -- several domains per tenant -------------------------------------------------------------------
+
+
+def _domain_app(database_uri: str) -> Flask:
+    def factory(db: Any, model: Any, **kwargs: Any) -> Any:
+        class TenantDomain(db.Model):  # type: ignore[name-defined,misc]
+            __tablename__ = "tenant_domains"
+            id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+            tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id"))
+            domain: Mapped[str] = mapped_column(sa.String(253), unique=True)
+
+        factory.domain_model = TenantDomain  # type: ignore[attr-defined]
+        from tests.helpers.app import CountingLoader
+
+        return CountingLoader(
+            SQLAlchemyTenantLoader(db, model, domain_model=TenantDomain, **kwargs)
+        )
+
+    app = build_app(database_uri, loader_factory=factory)
+    domain_model = factory.domain_model  # type: ignore[attr-defined]
+    with app.app_context():
+        db = app.extensions["test"]["db"]
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.insert(domain_model),
+                [
+                    {"tenant_id": ACME_ID, "domain": "Shop.Acme.com"},
+                    {"tenant_id": ACME_ID, "domain": "acmé.example"},
+                    {"tenant_id": GLOBEX_ID, "domain": "globex.example"},
+                ],
+            )
+    return app
+
+
+class TestDomainTable:
+    @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+    def domain_app(self, request: pytest.FixtureRequest) -> Iterator[Flask]:
+        if request.param == "sqlite":
+            app = _domain_app("sqlite://")
+            with app.app_context():
+                yield app
+            return
+        admin, schema, url = _create_pg_schema()
+        try:
+            app = _domain_app(url)
+            with app.app_context():
+                yield app
+                app.extensions["test"]["db"].engine.dispose()
+        finally:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin.dispose()
+
+    def test_every_domain_resolves_and_is_listed(self, domain_app: Flask) -> None:
+        loader = domain_app.extensions["test"]["loader"].inner
+        acme = loader.load(TenantIdentifier.uuid(ACME_ID))
+        assert acme is not None
+        assert set(acme.domains) == {"acme.test", "shop.acme.com", "xn--acm-dma.example"}
+        for host in ("acme.test", "shop.acme.com", "acmé.example", "xn--acm-dma.example"):
+            assert loader.load(TenantIdentifier.host(host)) == acme, host
+        globex = loader.load(TenantIdentifier.host("globex.example"))
+        assert globex is not None
+        assert globex.id == GLOBEX_ID
+        tenants = _agree(loader)
+        assert len(tenants) == 3
+
+    def test_invalidating_one_domain_drops_every_alias(self, domain_app: Flask) -> None:
+        ext, counting = (
+            domain_app.extensions["test"]["ext"],
+            domain_app.extensions["test"]["loader"],
+        )
+        client = domain_app.test_client()
+        for host in ("shop.acme.com", "acme.test", "xn--acm-dma.example", "acme.example.com"):
+            response = client.get("/whoami", headers={"Host": host})
+            assert response.status_code == 200, host
+            assert response.json["slug"] == "acme"
+        assert ext.invalidate("shop.acme.com") == 1  # one entry, under every alias
+        counting.calls.clear()
+        for host in ("acme.test", "xn--acm-dma.example", "shop.acme.com"):
+            assert client.get("/whoami", headers={"Host": host}).status_code == 200
+        # Every alias was dropped: one reload, whose entry then answers every alias.
+        assert counting.calls == [TenantIdentifier.host("acme.test")]
+
+
+# -- integer and string primary keys -------------------------------------------------------------
+
+
+def _keyed_model(key_type: Any) -> tuple[Any, sa.MetaData]:
+    class KeyedBase(DeclarativeBase):
+        pass
+
+    class Keyed(KeyedBase):
+        __tablename__ = "loader_test_keyed"
+        id: Mapped[Any] = mapped_column(key_type, primary_key=True, autoincrement=False)
+        slug: Mapped[str] = mapped_column(sa.String(63), unique=True)
+        domain: Mapped[str | None] = mapped_column(sa.String(253), unique=True)
+        name: Mapped[str] = mapped_column(sa.String(200))
+
+    return Keyed, KeyedBase.metadata
+
+
+class TestPrimaryKeyTypes:
+    @pytest.mark.parametrize(("key_type", "key"), [(sa.Integer, 42), (sa.String(20), "org-42")])
+    def test_id_keeps_its_type_and_is_reached_by_code_not_header(
+        self, db: Any, key_type: Any, key: Any
+    ) -> None:
+        keyed, metadata = _keyed_model(key_type)
+        metadata.drop_all(db.engine)
+        metadata.create_all(db.engine)
+        try:
+            with db.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(keyed),
+                    [{"id": key, "slug": "answer", "domain": None, "name": "Answer"}],
+                )
+            loader = SQLAlchemyTenantLoader(db, keyed)
+            tenant = loader.load(TenantIdentifier.id(key))
+            assert tenant is not None
+            assert tenant.id == key
+            assert type(tenant.id) is type(key)
+            assert loader.load(TenantIdentifier.slug("answer")) == tenant
+            assert TenantIdentifier.id(key) in tenant.aliases
+            # A header value is a slug, never a key that is not a UUID.
+            assert loader.load(TenantIdentifier.slug("42")) is None
+            assert loader.load(TenantIdentifier.id(7 if key == 42 else "org-7")) is None
+            assert loader.load(TenantIdentifier.uuid(ACME_ID)) is None
+            _agree(loader)
+        finally:
+            metadata.drop_all(db.engine)
+
+
+@pytest.mark.postgres
+def test_postgresql_uses_an_index_on_lower_column() -> None:
+    """The documented expression indexes serve the loader's slug and domain queries."""
+    admin, schema, url = _create_pg_schema()
+    try:
+        app = build_app(database_uri=url)
+        with app.app_context():
+            db, model = app.extensions["test"]["db"], app.extensions["test"]["model"]
+            with db.engine.begin() as conn:
+                conn.execute(
+                    sa.text("CREATE UNIQUE INDEX tenants_slug_lower ON tenants (lower(slug))")
+                )
+                conn.execute(
+                    sa.text("CREATE UNIQUE INDEX tenants_domain_lower ON tenants (lower(domain))")
+                )
+            executed: list[tuple[str, Any]] = []
+
+            def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+                executed.append((statement, parameters))
+
+            sa.event.listen(db.engine, "before_cursor_execute", record)
+            loader = SQLAlchemyTenantLoader(db, model, active_column="active")
+            assert loader.load(TenantIdentifier.slug("acme")) is not None
+            assert loader.load(TenantIdentifier.host("portal.initech.example")) is not None
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plans = [
+                    "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params))
+                    for sql, params in executed
+                ]
+            db.engine.dispose()
+        assert "tenants_slug_lower" in plans[0], plans[0]
+        assert "tenants_domain_lower" in plans[1], plans[1]
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, CountingLoader, build_app
 from flask import Flask
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from redis_support import shared_redis, wait_for
-from test_resolvers import ACME, MemoryLoader
 
 from flask_tenant_cache import TenantCache
-
-__all__ = ["shared_redis"]  # fixtures
+from tests.helpers.app import ADMIN_TOKEN, CountingLoader, build_app
+from tests.helpers.redis_server import wait_for
+from tests.helpers.resolvers import ACME, MemoryLoader
 
 METRICS = "/_tenant-cache/metrics"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -217,7 +215,8 @@ def test_a_redis_url_without_redis_installed_fails_init_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "flask_tenant_cache.redis_layer", raising=False)
+    for name in [m for m in sys.modules if m.startswith("flask_tenant_cache.redis_layer")]:
+        monkeypatch.delitem(sys.modules, name)
     app = Flask(__name__)
     app.config["TENANT_CACHE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
     ext = TenantCache(loader=CountingLoader(MemoryLoader(ACME)))
@@ -227,8 +226,9 @@ def test_a_redis_url_without_redis_installed_fails_init_app(
 
 
 def test_rollout_shadow_and_stale_metrics_are_exported(admin_headers: dict[str, str]) -> None:
-    from conftest import build_app
     from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.helpers.app import build_app
 
     app = build_app(TENANT_CACHE_SHADOW_PERCENT=0)
     client = app.test_client()
@@ -246,3 +246,21 @@ def test_rollout_shadow_and_stale_metrics_are_exported(admin_headers: dict[str, 
     assert samples[("tenant_cache_shadow_submitted_total", ())] == 0
     assert samples[("tenant_cache_stale_serves_total", (("version", "v2"),))] == 0
     assert samples[("tenant_cache_max_negative_entries", (("version", "v2"),))] == 1000
+
+
+def test_identification_counters_are_exported() -> None:
+    app = build_app(TENANT_CACHE_HEADER_TRUSTED=["10.0.0.0/8"])
+    client = app.test_client()
+    conflict = {"X-Tenant-ID": "globex", "Host": "acme.example.com"}
+    assert (
+        client.get(
+            "/whoami", headers=conflict, environ_base={"REMOTE_ADDR": "10.0.0.2"}
+        ).status_code
+        == 400
+    )
+    assert client.get("/whoami", headers=conflict).status_code == 403
+    found = samples(scrape(app))
+    assert found[("tenant_cache_identification_conflicts_total", None)] == 1
+    assert found[("tenant_cache_identification_untrusted_refused_total", None)] == 1
+    assert found[("tenant_cache_identification_untrusted_ignored_total", None)] == 0
+    assert found[("tenant_cache_identification_second_lookups_total", None)] == 1

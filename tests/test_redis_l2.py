@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
-from redis_support import redis_apps, shared_redis, stats, wait_for
 
-__all__ = ["redis_apps", "shared_redis"]  # fixtures
+from tests.helpers.redis_server import PrivateRedis, listening, stats, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -35,7 +36,7 @@ def get(app: Flask, slug: str, into: list[Any]) -> threading.Thread:
 
 
 def claimed(app: Flask, shared_redis: dict[str, Any], slug: str) -> bool:
-    key = f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:load:slug:{slug}"
+    key = f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:load:slug:{slug}"
     return shared_redis["client"].get(key) is not None
 
 
@@ -109,7 +110,7 @@ def test_an_invalidation_during_the_load_voids_its_not_found_answer(
     loader_of(leader).gate.set()
     lead.join(5)
     marker = shared_redis["client"].get(
-        f"{shared_redis['TENANT_CACHE_REDIS_PREFIX']}:load:slug:nobody"
+        f"{{{shared_redis['TENANT_CACHE_REDIS_PREFIX']}}}:load:slug:nobody"
     )
     assert marker is None  # no not-found answer written under the new epoch
     follower.test_client().get("/whoami", headers={"X-Tenant-ID": "nobody"})
@@ -119,9 +120,137 @@ def test_an_invalidation_during_the_load_voids_its_not_found_answer(
 def test_a_claim_whose_owner_died_expires(redis_apps: Any, shared_redis: Any) -> None:
     app = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=0.3)
     prefix = shared_redis["TENANT_CACHE_REDIS_PREFIX"]
-    shared_redis["client"].set(f"{prefix}:load:slug:acme", "a-dead-process", px=300)
+    shared_redis["client"].set(f"{{{prefix}}}:load:slug:acme", "a-dead-process", px=300)
     response = app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"})
     assert response.status_code == 200
     assert len(loader_of(app).calls) == 1
     assert redis_stats(app)["remote_waits"] == 1
     assert redis_stats(app)["remote_hits"] == 0
+
+
+ACME = "5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a"
+UNREADABLE_ENTRIES = [
+    b"[1, 2]",
+    b'"a string"',
+    b"42",
+    b"\xff not utf-8",
+    b'{"v": 1}',
+    b'{"v": 1, "tenant": [1]}',
+    b'{"v": 1, "tenant": {"id": "' + ACME.encode() + b'", "slug": 5}}',
+    b'{"v": 1, "tenant": {"id": "not-a-uuid", "slug": "acme"}}',
+    b'{"v": 1, "tenant": {"id": "' + ACME.encode() + b'", "slug": "acme", "domains": "x"}}',
+    b'{"v": 1, "tenant": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+]
+
+
+@pytest.mark.parametrize("raw", UNREADABLE_ENTRIES, ids=range(len(UNREADABLE_ENTRIES)))
+def test_an_unreadable_entry_is_a_counted_miss_the_loader_answers(
+    redis_apps: Any, shared_redis: Any, raw: bytes
+) -> None:
+    app = redis_apps(shared_redis)
+    prefix = shared_redis["TENANT_CACHE_REDIS_PREFIX"]
+    shared_redis["client"].set(f"{{{prefix}}}:t:slug:acme", raw, ex=60)
+    response = app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"})
+    assert response.status_code == 200, response.data
+    assert response.json["slug"] == "acme"
+    assert len(loader_of(app).calls) == 1
+    assert redis_stats(app)["unreadable_entries"] == 1
+
+
+def count_reads(app: Flask) -> list[int]:
+    """Count the read-or-claim calls ``app``'s L2 makes to Redis from now on."""
+    l2 = app.extensions["tenant_cache"].redis.l2
+    script = l2._scripts()._get_script
+    calls = [0]
+
+    def counted(**kwargs: Any) -> Any:
+        calls[0] += 1
+        return script(**kwargs)
+
+    l2._get_script = counted
+    return calls
+
+
+def test_a_waiter_is_woken_by_the_result_not_by_polling(redis_apps: Any, shared_redis: Any) -> None:
+    leader = redis_apps(shared_redis)
+    follower = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=30)
+    listening(follower, serve=lambda app: get(app, "globex", []).join(5))
+    calls = count_reads(follower)
+    loader_of(leader).gate = threading.Event()
+    first: list[Any] = []
+    second: list[Any] = []
+    lead = get(leader, "acme", first)
+    assert loader_of(leader).entered.wait(5)
+    follow = get(follower, "acme", second)
+    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
+    time.sleep(0.3)  # a polling waiter would make ~150 calls meanwhile
+    loader_of(leader).gate.set()
+    lead.join(5)
+    follow.join(5)
+    assert second[0].status_code == 200
+    assert redis_stats(follower)["remote_hits"] == 1
+    assert calls[0] <= 5, calls
+
+
+def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
+    redis_apps: Any, private_redis: PrivateRedis
+) -> None:
+    leader = redis_apps(private_redis.config, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=0.5)
+    follower = redis_apps(
+        private_redis.config, TENANT_CACHE_LOAD_TIMEOUT=30, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=5
+    )
+    listening(leader, follower)
+    loader_of(leader).gate = threading.Event()
+    first: list[Any] = []
+    second: list[Any] = []
+    lead = get(leader, "initech", first)
+    assert loader_of(leader).entered.wait(5)
+    follow = get(follower, "initech", second)
+    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # the leader's finish times out
+    loader_of(leader).gate.set()
+    lead.join(5)
+    assert first[0].status_code == 200
+    follow.join(10)  # long before its 30 s: the finish was sent when Redis answered again
+    assert not follow.is_alive()
+    assert second[0].status_code == 200
+    assert loader_of(follower).calls == []  # it got the leader's result
+    assert redis_stats(leader)["finishes_retried"] == 1
+    assert redis_stats(leader)["unfinished"] == 0
+    admin.close()
+
+
+# -- primary keys that are not UUIDs -------------------------------------------------------------
+
+
+def test_invalidating_an_integer_keyed_tenant_drops_every_alias_from_l2(
+    shared_redis: dict[str, Any],
+) -> None:
+    from flask_tenant_cache import Tenant, TenantCache
+    from flask_tenant_cache.redis_layer.keys import KeySpace
+    from flask_tenant_cache.testing import InMemoryTenantLoader
+
+    answer = Tenant(id=42, slug="answer", name="Answer", domains=("answer.test",))
+    apps = []
+    for _ in range(2):  # two processes: each fills the L2 under the alias it was asked by
+        app = Flask(__name__)
+        app.config.update({k: v for k, v in shared_redis.items() if k.startswith("TENANT_CACHE_")})
+        TenantCache(app, loader=InMemoryTenantLoader([answer]))
+        app.add_url_rule("/", "index", lambda: "ok")
+        apps.append(app)
+    try:
+        assert apps[0].test_client().get("/", headers={"X-Tenant-ID": "answer"}).status_code == 200
+        assert apps[1].test_client().get("/", headers={"Host": "answer.test"}).status_code == 200
+        keys = KeySpace(shared_redis["TENANT_CACHE_REDIS_PREFIX"])
+        client = shared_redis["client"]
+        assert client.get(keys.entry("host:answer.test")) is not None
+        with apps[0].app_context():
+            apps[0].extensions["tenant_cache"].ext.invalidate("answer")
+        # Every alias of the tenant, not only the one named.
+        assert client.get(keys.entry("host:answer.test")) is None
+        assert client.get(keys.entry("slug:answer")) is None
+    finally:
+        for app in apps:
+            with app.app_context():
+                app.extensions["tenant_cache"].ext.close()

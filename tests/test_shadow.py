@@ -11,19 +11,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis_support
-from conftest import ACME_ID, CountingLoader, Recorder, build_app
 from flask import Flask, current_app
 
 from flask_tenant_cache import Tenant, TenantIdentifier, signals
 from flask_tenant_cache.errors import TenantLookupError
 from flask_tenant_cache.shadow import ShadowComparer, outcome_of
+from tests.helpers import redis_server
+from tests.helpers.app import ACME_ID, CountingLoader, Recorder, build_app
 
 ACME = {"X-Tenant-ID": "acme"}
 
 
 #: Poll a predicate until it holds; fail after 5 seconds.
-wait_for = functools.partial(redis_support.wait_for, timeout=5.0)
+wait_for = functools.partial(redis_server.wait_for, timeout=5.0)
 
 
 def in_shadow() -> bool:

@@ -1,4 +1,4 @@
-from conftest import ACME_ID
+from tests.helpers.app import ACME_ID
 
 
 def test_header_slug(client, loader):

@@ -68,21 +68,28 @@ class TestFrozen:
 
 
 class TestNormalisation:
-    @pytest.mark.parametrize(
-        "raw_id", [TID, str(TID), str(TID).upper(), TID.hex, TID.hex.upper(), f"{{{TID}}}"]
-    )
-    def test_id_coerced_to_uuid(self, raw_id: Any) -> None:
+    @pytest.mark.parametrize("raw_id", [TID, str(TID), str(TID).upper(), TID.hex, TID.hex.upper()])
+    def test_string_id_keeps_its_type_and_is_the_uuid_alias(self, raw_id: Any) -> None:
         tenant = make(id=raw_id)
-        assert isinstance(tenant.id, uuid.UUID)
-        assert tenant.id == TID
+        assert tenant.id == raw_id
+        assert f"uuid:{TID}" in tenant.alias_keys
 
     def test_uuid_subclass_or_instance_kept(self) -> None:
         assert make(id=TID).id is TID
 
-    @pytest.mark.parametrize("bad_id", ["not-a-uuid", "", "5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5"])
-    def test_bad_id_raises(self, bad_id: str) -> None:
-        with pytest.raises(ValueError, match="hexadecimal UUID"):
+    @pytest.mark.parametrize("bad_id", ["", "a b", "x\x00", 1.5, None, True])
+    def test_bad_id_raises(self, bad_id: Any) -> None:
+        with pytest.raises(InvalidIdentifier):
             make(id=bad_id)
+
+    @pytest.mark.parametrize(("tenant_id", "key"), [(42, "id:42"), ("org-7", "id:org-7")])
+    def test_int_and_string_ids_keep_their_type(self, tenant_id: Any, key: str) -> None:
+        tenant = make(id=tenant_id)
+        assert tenant.id == tenant_id
+        assert type(tenant.id) is type(tenant_id)
+        assert key in tenant.alias_keys
+        assert Tenant.from_dict(json.loads(json.dumps(tenant.to_dict()))) == tenant
+        assert pickle.loads(pickle.dumps(tenant)).id == tenant_id
 
     def test_slug_lowercased(self) -> None:
         assert make(slug="AcMe").slug == "acme"
@@ -155,6 +162,7 @@ class TestSerialisation:
         data = make().to_dict()
         assert data == {
             "id": str(TID),
+            "id_type": "uuid",
             "slug": "acme",
             "name": "Acme Corp",
             "domains": ["acme.test", "portal.acme.example"],
@@ -216,7 +224,20 @@ class TestAliases:
         from flask_tenant_cache.identifiers import TenantIdentifierValidator
 
         validator = TenantIdentifierValidator(["example.com"])
-        tenant = make(id=TID.hex.upper(), slug="ACME", domains=["Bücher.Example."])
+        tenant = make(id=TID, slug="ACME", domains=["Bücher.Example."])
         for raw in (TID.hex, str(TID).upper(), "Acme", "acme.example.com", "xn--bcher-kva.example"):
             assert validator.parse(raw).cache_key in tenant.alias_keys
         assert validator.parse("globex").cache_key not in tenant.alias_keys
+
+
+def test_answers_to_every_alias_and_nothing_else() -> None:
+    tenant = Tenant(id=uuid.UUID(int=7), slug="acme", domains=("acme.test", "b.test"))
+    for alias in tenant.aliases:
+        assert tenant.answers_to(alias)
+    others = [
+        TenantIdentifier("uuid", str(uuid.UUID(int=8))),
+        TenantIdentifier("slug", "acme-2"),
+        TenantIdentifier("host", "c.test"),
+        TenantIdentifier("host", "acme"),
+    ]
+    assert [tenant.answers_to(o) for o in others] == [False] * 4

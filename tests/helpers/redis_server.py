@@ -1,4 +1,4 @@
-"""Redis for the tests: the shared service, or a private redis-server that tests may break."""
+"""Redis for the tests: waiting, stats, and a private redis-server that tests may break."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import build_app, need_service
 from flask import Flask
 
 SHARED_REDIS_URL = os.environ.get("TENANT_CACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -56,7 +54,8 @@ def listening(*apps: Flask, serve: Callable[[Flask], Any] | None = None) -> None
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -66,9 +65,11 @@ def _free_port() -> int:
 class PrivateRedis:
     """A redis-server of the test's own, on a free port, to kill, pause and restart."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *args: str) -> None:
         self.binary = binary
-        self.port = _free_port()
+        #: More ``redis-server`` options, given on every start.
+        self.args = args
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="tenant-cache-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -95,6 +96,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 self.dir,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -128,59 +130,3 @@ class PrivateRedis:
             self.resume()
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def shared_redis() -> Iterator[dict[str, Any]]:
-    """The Redis service, with a prefix and channel of this test's own (deleted after)."""
-    import redis
-
-    client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        need_service("Redis", str(exc))
-    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
-    yield {
-        "TENANT_CACHE_REDIS_URL": SHARED_REDIS_URL,
-        "TENANT_CACHE_REDIS_PREFIX": prefix,
-        "TENANT_CACHE_INVALIDATION_CHANNEL": prefix + ":bus",
-        "client": client,
-    }
-    for key in client.scan_iter(match=prefix + ":*"):
-        client.delete(key)
-    client.close()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A redis-server of this test's own; never the shared one, since tests break it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need_service("redis-server", "the binary is not installed")
-        raise AssertionError("unreachable")
-    server = PrivateRedis(binary)
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def redis_apps() -> Iterator[Callable[..., Flask]]:
-    """conftest's apps on a Redis; their subscriber threads and connections close after the test.
-
-    ``make(redis_config, **config)`` takes the ``TENANT_CACHE_*`` keys of ``redis_config`` (as
-    ``shared_redis`` yields it) and the other settings; the caller adds views or rows itself.
-    """
-    apps: list[Flask] = []
-
-    def make(redis_config: Mapping[str, Any] | None = None, **config: Any) -> Flask:
-        settings = {k: v for k, v in (redis_config or {}).items() if k.startswith("TENANT_CACHE_")}
-        app = build_app(**settings, **config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            app.extensions["test"]["ext"].close()

@@ -1,0 +1,1 @@
+"""Helpers the tests import; the fixtures built on them are in ``tests/conftest.py``."""
