@@ -277,6 +277,21 @@ def _callgrind(results: dict[str, Any], published: Path, page: Path) -> str:
     return "\n".join(out)
 
 
+def _part_goals(part: str) -> Section:
+    """A part without tables of its own here: its goals, with their figures."""
+
+    def section(results: dict[str, Any], _published: Path, _page: Path) -> str:
+        rows = [
+            [g["goal"], g["measured"], "met" if g["met"] else "**missed**"]
+            for g in results["goals"]
+            if g["part"] == part
+        ]
+        note = "Every figure of the part is in ``benchmarks/results/results.json``.\n\n"
+        return note + _table("", ["goal", "measured", "result"], rows)
+
+    return section
+
+
 Section = Callable[[dict[str, Any], Path, Path], str]
 SECTIONS: dict[str, tuple[str | None, Section]] = {
     "RUN": (None, _run),
@@ -284,10 +299,12 @@ SECTIONS: dict[str, tuple[str | None, Section]] = {
     "MICRO": ("micro", _micro),
     "REQUESTS": ("requests", _requests),
     "SCALE": ("scale", _scale),
+    "IDENTIFICATION": ("identification", _part_goals("identification")),
     "COALESCING": ("coalescing", _coalescing),
     "CLUSTER": ("cluster", _cluster),
     "HTTP": ("http", _http),
     "CALLGRIND": ("callgrind", _callgrind),
+    "CONTROL": ("control", _part_goals("control")),
 }
 
 

@@ -25,8 +25,7 @@ from ._fixtures import MemoryLoader, make_tenants
 from ._harness import Case, Settings, run_group
 from ._report import print_group, standalone
 from .http_load import ROOT, _free_port, _gunicorn
-from .wsgi import VIEWS, build_app, check, make_caller
-from .wsgi import environ as make_environ
+from .wsgi import VIEWS, build_app, check, environ, make_caller
 
 __all__ = ["bench_control", "print_control", "run"]
 
@@ -46,7 +45,7 @@ def bench_figures(settings: Settings) -> dict[str, Any]:
     """Whole-request time with and without the figures, and the cost of one record."""
     loader = MemoryLoader(make_tenants(100))
     on, off = build_app("v2", VIEWS[0], loader), _without_figures(build_app("v2", VIEWS[0], loader))
-    by_header = make_environ([("X-Tenant-ID", "acme")])
+    by_header = environ([("X-Tenant-ID", "acme")])
     for app in (on, off):
         check(app, by_header, VIEWS[0].body, "v2")
     figures = on.extensions["tenant_cache"].figures

@@ -24,8 +24,7 @@ from flask_tenant_cache.state import AppState
 
 from ._fixtures import MemoryLoader, make_tenants
 from ._harness import Case, GroupResult, Settings, run_group
-from .wsgi import BARE, VIEWS, build_app, check, make_caller
-from .wsgi import environ as make_environ
+from .wsgi import BARE, VIEWS, build_app, check, environ, make_caller
 
 __all__ = ["GOAL", "bench_identification", "identification_goals", "run"]
 
@@ -151,14 +150,14 @@ def bench_identification(settings: Settings) -> GroupResult:
     """
     loader = MemoryLoader(make_tenants(1000))
     bare, old, new = build_app(BARE, VIEWS[0]), _app(loader, old=True), _app(loader, old=False)
-    ns: dict[str, Any] = {"bare": make_caller(bare, make_environ(()))}
+    ns: dict[str, Any] = {"bare": make_caller(bare, environ())}
     cases = [Case(BARE, "bare()", ns, description="one view returning 'ok', no hook")]
     for name, (headers, host) in REQUESTS.items():
-        environ = make_environ(headers, host=host)
+        env = environ(headers, host=host)
         for label, app in ((OLD, old), (NEW, new)):
-            check(app, environ, VIEWS[0].body, "v2")
+            check(app, env, VIEWS[0].body, "v2")
             var = f"{label}_{name}".replace(" ", "_").replace("+", "_")
-            ns[var] = _hook_in_request(app, environ)
+            ns[var] = _hook_in_request(app, env)
             cases.append(
                 Case(
                     f"{label}, {name}",
