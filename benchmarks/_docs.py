@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,27 @@ def _figures(part: str, published: Path, page: Path) -> str:
     return "\n".join(out)
 
 
+def _last_line(text: str) -> str:
+    """A table cell or an inline literal holds one line: of a traceback, its last."""
+    lines = str(text).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def _missing(part: str, results: dict[str, Any]) -> str | None:
     data = results.get(part)
     if data is None:
         return f"*The {part} part was not in this run.*\n"
     if "error" in data:
-        return f"*The {part} part failed in this run:* ``{data['error']}``\n"
+        # A traceback spans lines: its last line inline, the whole of it as a literal block,
+        # wrapped to fit the page.
+        error = str(data["error"]).rstrip() or "unknown error"
+        lines = [
+            wrapped
+            for line in error.splitlines()
+            for wrapped in textwrap.wrap(line, 88, subsequent_indent="    ") or [""]
+        ]
+        block = "\n".join("   " + line if line else "" for line in lines)
+        return f"*The {part} part failed in this run:* ``{_last_line(error)}``\n\n::\n\n{block}\n"
     return None
 
 
@@ -81,7 +97,8 @@ def _goals(results: dict[str, Any], _published: Path, _page: Path) -> str:
     goals = results["goals"]
     met = sum(g["met"] for g in goals)
     rows = [
-        [g["part"], g["goal"], g["measured"], "met" if g["met"] else "**missed**"] for g in goals
+        [g["part"], g["goal"], _last_line(g["measured"]), "met" if g["met"] else "**missed**"]
+        for g in goals
     ]
     return f"{met} of {len(goals)} goals met.\n\n" + _table(
         "", ["part", "goal", "measured", "result"], rows
