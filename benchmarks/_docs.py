@@ -26,8 +26,10 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     """An RST list-table."""
     lines = [f".. list-table:: {title}" if title else ".. list-table::", "   :header-rows: 1", ""]
     for row in [header, *rows]:
-        lines.append(f"   * - {row[0]}")
-        lines += [f"     - {cell}" for cell in row[1:]]
+        # A cell is one line: a failed part's measure is its error, which may span lines.
+        cells = [" ".join(str(cell).split()) for cell in row]
+        lines.append(f"   * - {cells[0]}")
+        lines += [f"     - {cell}" for cell in cells[1:]]
     return "\n".join(lines) + "\n"
 
 
