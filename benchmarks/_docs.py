@@ -52,7 +52,7 @@ def _figures(part: str, published: Path, page: Path) -> str:
 
 
 def _last_line(text: str) -> str:
-    """A table cell or an inline literal holds one line: of a traceback, its last."""
+    """An inline literal holds one line: of a traceback, its last."""
     lines = str(text).strip().splitlines()
     return lines[-1] if lines else ""
 
@@ -99,8 +99,7 @@ def _goals(results: dict[str, Any], _published: Path, _page: Path) -> str:
     goals = results["goals"]
     met = sum(g["met"] for g in goals)
     rows = [
-        [g["part"], g["goal"], _last_line(g["measured"]), "met" if g["met"] else "**missed**"]
-        for g in goals
+        [g["part"], g["goal"], g["measured"], "met" if g["met"] else "**missed**"] for g in goals
     ]
     return f"{met} of {len(goals)} goals met.\n\n" + _table(
         "", ["part", "goal", "measured", "result"], rows
