@@ -414,13 +414,19 @@ def make_tls_files(directory: Path) -> TlsFiles:
         )
 
     key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
-    run(f"req -x509 {key} -keyout ca.key -out ca.crt", "-subj", "/CN=test CA")
+    run(
+        f"req -x509 {key} -keyout ca.key -out ca.crt",
+        *("-subj", "/CN=test CA", "-addext", "keyUsage=critical,keyCertSign,cRLSign"),
+    )
+    # A CA key usage and key identifiers: Python 3.13 verifies strictly (VERIFY_X509_STRICT)
+    # and refuses certificates without them.
+    ids = "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     for name, ext in (
         ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         ("client", "extendedKeyUsage=clientAuth"),
     ):
         run(f"req -new {key} -keyout {name}.key -out {name}.csr -subj /CN={name}")
-        (directory / f"{name}.ext").write_text(ext + "\n")
+        (directory / f"{name}.ext").write_text(ext + "\n" + ids)
         run(
             f"x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
             f" -out {name}.crt -days 2 -extfile {name}.ext"
