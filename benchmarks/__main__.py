@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--only PARTS] [--json PATH]``."""
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only PARTS] [--out DIR] [--publish]``."""
 
 from __future__ import annotations
 
@@ -19,17 +19,24 @@ from ._report import (
     print_coalescing,
     print_goals,
     print_group,
+    uncommitted,
 )
 
-RESULTS = Path(__file__).parent / "results"
-DEFAULT_JSON = RESULTS / "latest.json"
+HERE = Path(__file__).resolve().parent
+#: Where a run writes by default: ignored by git, one folder per run.
+RUNS = HERE / "runs"
+#: The committed results and plots that the docs show, written only by ``--publish``.
+PUBLISHED = HERE / "results"
+DOCS_PAGE = HERE.parent / "docs" / "performance.rst"
 #: In the order they run: the in-process parts first, before any server warms the cores up.
 PARTS = (
     "micro",
     "requests",
     "identification",
     "coalescing",
-    "memory",
+    "scale",
+    "eviction",
+    "callgrind",
     "cluster",
     "http",
     "control",
@@ -62,60 +69,109 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(PARTS)} (default: all)",
     )
     parser.add_argument(
-        "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default: {DEFAULT_JSON})"
+        "--out",
+        type=Path,
+        help=f"folder for results.json and the plots (default: a new folder in {RUNS})",
     )
     parser.add_argument(
-        "--plot", type=Path, help="plot file (default: the results file with a .png suffix)"
+        "--publish",
+        action="store_true",
+        help=f"full runs only, from a clean tree: write the committed {PUBLISHED.name}/ and "
+        "regenerate docs/performance.rst from this run",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
     return parser
 
 
-def _micro(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
-    from .micro import bench_identifiers, bench_resolve, resolve_goals
+def _refuse_publish(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The published figures describe a commit: a full run of that commit, nothing less."""
+    if args.quick or args.only != list(PARTS):
+        parser.error("--publish needs a full run (no --quick, no --only)")
+    if args.out is not None:
+        parser.error("--publish writes to benchmarks/results/; leave out --out")
+    dirty = uncommitted()
+    if dirty:
+        parser.error(
+            "--publish needs a clean tree (the docs name the commit measured); "
+            f"uncommitted: {', '.join(dirty[:5])}"
+        )
 
-    settings = Settings(repeats=15, target=0.01) if quick else Settings(repeats=201, target=0.01)
+
+def _micro(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .micro import DEADLINE, LOOKUP_GOAL_NS, bench_identifiers, bench_resolve, resolve_goals
+
+    settings = Settings(repeats=15, target=0.01) if quick else Settings(repeats=101, target=0.01)
     resolve = bench_resolve(settings)
     print_group(resolve)
     identifiers = bench_identifiers(settings)
     print_group(identifiers)
     out["settings"] = {"repeats": settings.repeats, "target_s": settings.target}
     out["groups"] = {g.name: g.as_dict() for g in (resolve, identifiers)}
+    out["lookup_reference"] = DEADLINE
+    out["lookup_goal_ns"] = LOOKUP_GOAL_NS
     return resolve_goals(resolve)
 
 
 def _requests(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
-    from .wsgi import BARE, bench_requests, request_goals
+    from .wsgi import VIEWS, bench_requests, request_goals
 
-    settings = Settings(repeats=15, target=0.02) if quick else Settings(repeats=201, target=0.02)
-    group, extra = bench_requests(settings)
-    print_group(group)
-    bare = group.case(BARE)
-    for case in group.cases[1:]:
-        extra_ns = case.best_ns - bare.best_ns
-        print(f"  {case.name}: {case.ratios[BARE] - 1:+.1%} over bare ({extra_ns:+,.0f} ns, bests)")
+    settings = Settings(repeats=15, target=0.02) if quick else Settings(repeats=101, target=0.02)
+    groups = bench_requests(settings)
     out["settings"] = {"repeats": settings.repeats, "target_s": settings.target}
-    out["group"] = group.as_dict()
-    out |= extra
-    return request_goals(group)
+    out["views"] = {}
+    for view in VIEWS:
+        group = groups[view.name]
+        print_group(group)
+        out["views"][view.name] = {
+            "title": view.title,
+            "goal_x": view.goal_x,
+            "group": group.as_dict(),
+        }
+    return request_goals(groups)
 
 
 def _coalescing(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
-    from .coalescing import bench_coalescing
+    from .coalescing import MANY, bench_coalescing, bench_many, many_goals
 
     result = bench_coalescing(3 if quick else 9)
     print_coalescing(result)
     out |= result.as_dict()
-    return coalescing_goals(result)
+    out["stampedes"] = [bench_many(v, n) for n in MANY for v in ("v1", "v2")]
+    for s in out["stampedes"]:
+        print(
+            f"  {s['threads']} threads over {s['tenants']:,} cold tenants ({s['resolver']}): "
+            f"{s['loader_calls']:,} loader calls, {s['errors']} errors, {s['wall_ms']:,.0f} ms "
+            f"(x{s['ratio_to_ideal']:.2f} the ideal {s['ideal_ms']:,.0f} ms)"
+        )
+    return coalescing_goals(result) + many_goals(out["stampedes"])
 
 
-def _memory(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
-    from .memory import bench_memory, print_memory
+def _scale(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .scale import bench_scale, print_scale
 
-    result = bench_memory(quick)
-    print_memory(result)
+    result = bench_scale(quick)
+    print_scale(result)
     out |= result
-    return []
+    goals: list[dict[str, Any]] = out.pop("goals")
+    return goals
+
+
+def _eviction(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .eviction import bench_eviction, eviction_goals, print_eviction
+
+    result = bench_eviction(quick)
+    print_eviction(result)
+    out |= result
+    return eviction_goals(result)
+
+
+def _callgrind(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .callgrind import bench_callgrind, goals, print_callgrind
+
+    result = bench_callgrind(quick)
+    print_callgrind(result)
+    out |= result
+    return goals(result)
 
 
 def _cluster(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -152,7 +208,9 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
         "benchmarks.identification", fromlist=["run"]
     ).run(quick, out),
     "coalescing": _coalescing,
-    "memory": _memory,
+    "scale": _scale,
+    "eviction": _eviction,
+    "callgrind": _callgrind,
     "cluster": _cluster,
     "http": _http,
     "control": _control,
@@ -160,7 +218,10 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.publish:
+        _refuse_publish(parser, args)
     started = time.perf_counter()
     env = environment()
     print(
@@ -191,14 +252,31 @@ def main(argv: list[str] | None = None) -> int:
     env["load_average_after"] = os.getloadavg()
     results["goals"] = goals
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    plot_path = args.plot or args.json.with_suffix(".png")
+    out_dir = PUBLISHED if args.publish else args.out or RUNS / _run_name(env)
+    _write(results, out_dir)
+    if args.publish:
+        from ._docs import write_page
+
+        write_page(results, PUBLISHED, DOCS_PAGE)
+        print(f"regenerated {DOCS_PAGE}")
+    print(f"\n{results['elapsed_s']:.1f} s; results and plots in {out_dir}")
+    return 1 if args.check and not all(g["met"] for g in goals) else 0
+
+
+def _run_name(env: dict[str, Any]) -> str:
+    stamp = env["date"].replace(":", "").replace("+0000", "Z")
+    return f"{stamp}-{env['commit'] or 'nogit'}{'-dirty' if env['dirty'] else ''}"
+
+
+def _write(results: dict[str, Any], out_dir: Path) -> None:
+    """``results.json`` and one PNG per figure in ``out_dir`` (old figures removed first)."""
     from ._plot import plot
 
-    plot(results, plot_path)
-    print(f"\n{results['elapsed_s']:.1f} s; results in {args.json}, plot in {plot_path}")
-    return 1 if args.check and not all(g["met"] for g in goals) else 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):
+        old.unlink()
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    plot(results, out_dir)
 
 
 if __name__ == "__main__":

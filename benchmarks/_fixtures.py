@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from flask_tenant_cache import Tenant, TenantIdentifier
 
-__all__ = ["ACME", "MemoryLoader", "SleepyLoader", "make_tenants", "stampede"]
+__all__ = [
+    "ACME",
+    "MemoryLoader",
+    "SleepyLoader",
+    "in_fresh_process",
+    "make_tenants",
+    "rss",
+    "stampede",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ACME = Tenant(
     id=uuid.UUID("5f0c4f2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a"),
@@ -95,3 +109,27 @@ def stampede(
     for thread in pool:
         thread.join()
     return results, errors, max(finished) - started[0]
+
+
+def rss(field: str = "VmRSS") -> int:
+    """This process's resident set size in bytes (``VmHWM``: its peak so far)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def in_fresh_process(module: str, function: str, *args: Any) -> Any:
+    """``module.function(*args)`` in a new interpreter; its JSON-able result.
+
+    A fresh process for each figure, so memory freed by an earlier case is not reused by a
+    later one and a large heap does not slow the cases after it.
+    """
+    code = f"import json, {module} as m; print(json.dumps(m.{function}(*{args!r})))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module}.{function}{args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Case", "CaseResult", "GroupResult", "Settings", "run_group"]
+__all__ = ["Case", "CaseResult", "GroupResult", "Settings", "held", "run_group"]
 
 
 @dataclass(frozen=True)
@@ -152,3 +152,13 @@ def run_group(
                 a / b for a, b in zip(result.samples_ns, base, strict=True)
             )
     return GroupResult(name, title, refs[0], refs, results, unit)
+
+
+def held(case: CaseResult, reference: str, goal_x: float) -> bool:
+    """Whether ``case`` is at most ``goal_x`` times ``reference`` by both measures.
+
+    The same-round median and the ratio of the bests must both hold: on a loaded machine one
+    of them alone can pass on noise (a reference slowed in most rounds, or one lucky round),
+    and a "met" that flips on a rerun is worse than a "missed".
+    """
+    return max(case.ratios[reference], case.best_ratios[reference]) <= goal_x

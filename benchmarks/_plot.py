@@ -1,4 +1,4 @@
-"""The plot of a run: HTTP latency and throughput, in-process requests, hits, bus and memory."""
+"""The plots of a run, one figure per file, each saying what, when, where and against what goal."""
 
 from __future__ import annotations
 
@@ -10,210 +10,248 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display: the plot is a file
+matplotlib.use("Agg")  # no display: the plots are files
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+from matplotlib.figure import Figure
 
-__all__ = ["plot"]
+__all__ = ["FIGURES", "plot"]
 
-#: One colour per thing measured, the same in every panel.
+#: One colour per thing measured, the same in every figure.
 COLOURS = {
     "bare": "#8c8c8c",
-    "hook": "#bdbdbd",
+    "floor": "#5aa469",
+    "dict": "#bdbdbd",
     "base": "#c7a97a",
     "v1": "#e6862b",
     "v2": "#2b6fb3",
 }
-SHADES = {"p50": 1.0, "p95": 0.7, "p99": 0.45}
+GOAL: dict[str, Any] = {"color": "#a00", "lw": 1.2, "ls": "--"}
+#: Inches at 100 dpi: 900 px wide, shown at about 700 px in the docs, so 10 pt stays readable.
+SIZE = (9.0, 5.0)
+DPI = 100
 
 
 def _colour(name: str) -> str:
     lowered = name.lower()
-    for key in ("v1", "v2", "bare", "hook"):
+    for key in ("v1", "v2", "bare", "floor", "dict"):
         if key in lowered:
             return COLOURS[key]
     return COLOURS["base"]
 
 
-def _missing(ax: Axes, title: str, why: str) -> None:
-    ax.set_title(title, fontsize=10)
-    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="#a00")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _part(results: dict[str, Any], name: str) -> dict[str, Any] | None:
-    part: dict[str, Any] | None = results.get(name)
-    return None if part is None or "error" in part else part
-
-
-def _label(ax: Axes, bars: Any, fmt: str) -> None:
-    ax.bar_label(bars, labels=[fmt.format(b.get_height()) for b in bars], fontsize=7, padding=1)
-
-
-def _http_latency(ax: Axes, http: dict[str, Any]) -> None:
-    names: list[str] = []
-    x = 0.0
-    for config, data in http["configs"].items():
-        for app in ("bare", "v1", "v2"):
-            lat = data["apps"][app]["fixed_rate"]["latency_ms"]
-            for i, (p, alpha) in enumerate(SHADES.items()):
-                bar = ax.bar(x + (i - 1) * 0.27, lat[p], 0.27, color=_colour(app), alpha=alpha)
-                _label(ax, bar, "{:.1f}")
-            names.append(f"{config}\n{app}")
-            x += 1
-    ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel("ms from the due time (log scale)")
-    ax.axhline(5.0, color="#a00", lw=0.8, ls="--", label="p95 goal: 5 ms")
-    rate = http["settings"]["rate"]
-    ax.set_title(f"HTTP latency at {rate:g} req/s: p50 / p95 / p99 bars", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
-
-
-def _http_throughput(ax: Axes, http: dict[str, Any]) -> None:
-    names: list[str] = []
-    x = 0
-    for config, data in http["configs"].items():
-        for app in ("bare", "v1", "v2"):
-            sat = data["apps"][app]["saturation"]
-            bar = ax.bar(x, sat["throughput"], 0.8, color=_colour(app))
-            ratio = sat.get("ratio_to_bare")
-            ax.bar_label(
-                bar,
-                labels=[f"{sat['throughput']:.0f}" + ("" if ratio is None else f"\nx{ratio:.2f}")],
-                fontsize=7,
-            )
-            names.append(f"{config}\n{app}")
-            x += 1
-    ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel("requests / s")
-    ax.margins(y=0.2)
-    ax.set_title("Saturation throughput under gunicorn (x bare, same rounds)", fontsize=10)
-
-
-def _group_bars(
-    ax: Axes, cases: Sequence[dict[str, Any]], scale: float, fmt: str, ratio_to: str
-) -> None:
-    names = [c["name"] for c in cases]
-    best = [c["best_ns"] / scale for c in cases]
-    median = [c["median_ns"] / scale for c in cases]
-    ax.bar(range(len(cases)), best, 0.7, color=[_colour(n) for n in names], label="best")
-    ax.scatter(range(len(cases)), median, color="k", marker="_", s=200, label="median", zorder=3)
-    for i, case in enumerate(cases):
-        ax.annotate(
-            f"{fmt.format(best[i])}\nx{case['ratios'][ratio_to]:.2f}",
-            (i, max(best[i], median[i])),
-            xytext=(0, 5),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=7,
-        )
-    labels = [n.replace(".get", "\n.get").replace(" ", "\n", 1) for n in names]
-    ax.set_xticks(range(len(cases)), labels, fontsize=7)
-    ax.margins(y=0.25)
-    ax.legend(fontsize=7, loc="upper left")
-
-
-def _requests(ax: Axes, requests: dict[str, Any]) -> None:
-    _group_bars(ax, requests["group"]["cases"], 1e3, "{:.1f}", "bare Flask")
-    ax.set_ylabel("µs per request (bars: best round)")
-    ax.set_title("In-process request via app.wsgi_app (x bare, same rounds)", fontsize=10)
-
-
-def _resolve(ax: Axes, micro: dict[str, Any]) -> None:
-    cases = micro["groups"]["resolve"]["cases"]
-    _group_bars(ax, cases, 1.0, "{:,.0f}", "LRUCache.get+lock")
-    ax.axhline(3000, color="#a00", lw=0.8, ls="--", label="goal: 3 µs")
-    lru = next(c for c in cases if c["name"] == "LRUCache.get+lock")
-    ax.axhline(3 * lru["best_ns"], color="#a00", lw=0.8, ls=":", label="goal: 3x LRUCache + lock")
-    ax.set_ylabel("ns per call (bars: best round)")
-    ax.set_title("resolve() on a hit (x LRUCache.get + lock, same rounds)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
-
-
-def _invalidation(ax: Axes, cluster: dict[str, Any]) -> None:
-    inv = cluster["invalidation"]
-    if "delay_ms_p50" not in inv:
-        _missing(ax, "Invalidation delay", "every message was lost")
-        return
-    keys = ("p50", "p99", "max")
-    bars = ax.bar(keys, [inv[f"delay_ms_{k}"] for k in keys], 0.6, color=COLOURS["v2"])
-    _label(ax, bars, "{:.2f}")
-    ax.axhline(10.0, color="#a00", lw=0.8, ls="--", label="p99 goal: 10 ms")
-    ax.set_ylabel("ms, A's invalidate() to B's drop")
-    ax.set_title(
-        f"Pub/sub invalidation across 2 processes ({inv['rounds']} rounds, {inv['lost']} lost)",
-        fontsize=10,
+def _footer(results: dict[str, Any]) -> str:
+    """When, on what, from which commit: the line under every figure."""
+    env = results["environment"]
+    machine = env.get("machine", {})
+    load = env["load_average"][0], env.get("load_average_after", [float("nan")])[0]
+    commit = env.get("commit") or "unknown commit"
+    return (
+        f"{env['date'][:16].replace('T', ' ')} UTC, commit {commit}"
+        f"{' + uncommitted changes' if env.get('dirty') else ''}"
+        f"{', quick run' if results.get('quick') else ''}; {machine.get('cpu', '?')}, "
+        f"{env['cpus']} shared CPUs, load {load[0]:.1f} -> {load[1]:.1f}; "
+        f"Python {env['python']}"
     )
-    ax.margins(y=0.2)
-    ax.legend(fontsize=7, loc="upper left")
 
 
-def _memory(ax: Axes, memory: dict[str, Any]) -> None:
-    kinds = list(memory["cases"])
-    for i, (key, label, alpha) in enumerate(
-        (("rss_per_tenant", "RSS", 1.0), ("traced_per_tenant", "tracemalloc", 0.5))
-    ):
-        values = [memory["cases"][k][key] for k in kinds]
-        xs = [j + (i - 0.5) * 0.38 for j in range(len(kinds))]
-        bars = ax.bar(xs, values, 0.38, color=[_colour(k) for k in kinds], alpha=alpha)
-        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7)
-        bars.set_label(label)
-    ax.set_xticks(range(len(kinds)), kinds, fontsize=8)
-    ax.set_ylabel("bytes per cached tenant")
-    ax.set_title(f"Memory, {memory['tenants']:,} tenants (solid RSS, pale traced)", fontsize=10)
+def _bars(
+    ax: Axes, names: Sequence[str], values: Sequence[float], notes: Sequence[str], unit: str
+) -> None:
+    bars = ax.bar(range(len(names)), values, 0.7, color=[_colour(n) for n in names])
+    ax.bar_label(bars, labels=list(notes), fontsize=9, padding=2)
+    ax.set_xticks(range(len(names)), [n.replace(" ", "\n", 1) for n in names], fontsize=9)
+    ax.set_ylabel(unit, fontsize=10)
     ax.margins(y=0.2)
 
 
-Panel = tuple[str, str, Callable[[Axes, dict[str, Any]], None]]
-PANELS: tuple[Panel, ...] = (
-    ("http", "HTTP latency", _http_latency),
-    ("http", "Saturation throughput", _http_throughput),
-    ("requests", "In-process request", _requests),
-    ("micro", "resolve() on a hit", _resolve),
-    ("cluster", "Invalidation delay", _invalidation),
-    ("memory", "Memory", _memory),
+def _requests(ax: Axes, part: dict[str, Any]) -> str:
+    names, values, notes = [], [], []
+    for view in part["views"].values():
+        group = view["group"]
+        bare = group["baseline"]
+        for case in group["cases"]:
+            names.append(case["name"])
+            values.append(case["best_ns"] / 1e3)
+            notes.append(f"{case['best_ns'] / 1e3:.1f}\nx{case['ratios'][bare]:.3f}")
+    _bars(ax, names, values, notes, "µs per request (best round)")
+    ax.set_title("A whole request through app.wsgi_app, x bare Flask (same rounds)")
+    goals = ", ".join(f"{v['title']} at most x{v['goal_x']:.2f}" for v in part["views"].values())
+    return f"Goals: {goals} bare (the ratios printed)"
+
+
+def _resolve(ax: Axes, part: dict[str, Any]) -> str:
+    group = part["groups"]["resolve"]
+    cases = group["cases"]
+    ref = part["lookup_reference"]
+    _bars(
+        ax,
+        [c["name"] for c in cases],
+        [c["best_ns"] for c in cases],
+        [f"{c['best_ns']:.0f}\nx{c['ratios'][ref]:.2f}" for c in cases],
+        "ns per call (best round)",
+    )
+    goal_ns = part["lookup_goal_ns"]
+    ax.axhline(goal_ns, **GOAL, label=f"goal: {goal_ns:g} ns")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(f"resolve() on a hit, x {ref} (same rounds)")
+    return f"Goal: a hit at most {goal_ns:g} ns, held as at most x1.00 {ref}"
+
+
+def _scale_lines(
+    ax: Axes, part: dict[str, Any], value: Callable[[dict[str, Any]], float], kinds: Sequence[str]
+) -> None:
+    sizes = [s["tenants"] for s in part["sizes"]]
+    for kind in kinds:
+        ys = [value(s[kind]) for s in part["sizes"]]
+        ax.plot(sizes, ys, marker="o", color=_colour(kind), label=kind)
+        for x, y in zip(sizes, ys, strict=True):
+            ax.annotate(f"{y:,.3g}", (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("cached tenants (3 aliases each)", fontsize=10)
+    ax.legend(fontsize=9, loc="upper left")
+
+
+def _per_operation(
+    ax: Axes, part: dict[str, Any], field: str, goal: float, goal_label: str, ylabel: str
+) -> None:
+    """invalidate and stats of v1 and v2 by store size, log-log, with the goal's line."""
+    sizes = [s["tenants"] for s in part["sizes"]]
+    for op, style in (("invalidate", "-"), ("stats", ":")):
+        for kind in ("v1", "v2"):
+            ys = [s[kind][op][field] for s in part["sizes"]]
+            label = f"{kind} {'invalidate one tenant' if op == 'invalidate' else 'stats()'}"
+            ax.plot(sizes, ys, ls=style, marker="o", color=_colour(kind), label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.axhline(goal, **GOAL, label=goal_label)
+    ax.set_xlabel("cached tenants (3 aliases each)", fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=10)
+
+
+def _scale_ops(ax: Axes, part: dict[str, Any]) -> str:
+    _per_operation(ax, part, "us_median", 100, "goal at 1M: 100 µs", "µs per call (median)")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title("invalidate() of one tenant and stats(), by store size")
+    return "Goal: each under 100 µs at 1M tenants"
+
+
+def _scale_wait(ax: Axes, part: dict[str, Any]) -> str:
+    _per_operation(
+        ax,
+        part,
+        "reader_wait_ms_median",
+        1.0,
+        "goal at 1M: 1 ms",
+        "ms, longest lookup during the call (median)",
+    )
+    sizes = [s["tenants"] for s in part["sizes"]]
+    idle = [max(s[k]["reader_wait_idle_ms"] for k in ("v1", "v2")) for s in part["sizes"]]
+    ax.plot(sizes, idle, color=COLOURS["bare"], marker=".", label="no operation (noise floor)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("How long a concurrent reader waits during invalidate() and stats()")
+    return "Goal: no reader waits over 1 ms at 1M tenants"
+
+
+def _scale_hit(ax: Axes, part: dict[str, Any]) -> str:
+    _scale_lines(ax, part, lambda d: d["hit_ns"], ("dict", "v1", "v2"))
+    ax.set_ylabel("ns per hit (best round, random tenants)", fontsize=10)
+    ax.set_title("resolve() on a hit by store size, against dict.get")
+    return "Goal: the hit at 1M tenants within 2x the hit at 1k"
+
+
+def _scale_memory(ax: Axes, part: dict[str, Any]) -> str:
+    _scale_lines(ax, part, lambda d: d["bytes_per_tenant"], ("dict", "v1", "v2"))
+    sizes = [s["tenants"] for s in part["sizes"]]
+    goal = [1.5 * s["dict"]["bytes_per_tenant"] for s in part["sizes"]]
+    ax.plot(sizes, goal, **GOAL, label="goal: 1.5x dict")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_ylabel("bytes per tenant, Tenant objects included (RSS)", fontsize=10)
+    ax.set_title("Memory per tenant as stored (every alias), against a plain dict of them")
+    return "Goal: at most 1.5x a plain dict of the same tenants by every alias"
+
+
+def _http_throughput(ax: Axes, part: dict[str, Any]) -> str:
+    names, values, notes = [], [], []
+    for config, data in part["configs"].items():
+        for app, figures in data["apps"].items():
+            sat = figures["saturation"]
+            names.append(f"{config} {app}")
+            values.append(sat["throughput"])
+            ratio = sat.get("ratio_to_bare")
+            spread = sat.get("ratios_per_round")
+            note = f"{sat['throughput']:.0f}"
+            if ratio is not None:
+                note += f"\nx{ratio:.3f}"
+            if spread:
+                note += f"\n[{min(spread):.2f}-{max(spread):.2f}]"
+            notes.append(note)
+    _bars(ax, names, values, notes, "requests / s (median round)")
+    ax.set_title("Saturation throughput under gunicorn, x bare (same rounds) [range]")
+    return "Goal: v2 at least x0.95 bare in each server configuration"
+
+
+def _invalidation(ax: Axes, part: dict[str, Any]) -> str:
+    inv = part["invalidation"]
+    keys = ("p50", "p99", "max")
+    values = [inv.get(f"delay_ms_{k}", 0.0) for k in keys]
+    _bars(ax, list(keys), values, [f"{v:.2f}" for v in values], "ms, A's invalidate() to B's drop")
+    ax.axhline(10.0, **GOAL, label="p99 goal: 10 ms")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(f"Pub/sub invalidation across 2 processes ({inv['rounds']} rounds)")
+    return f"Goal: p99 under 10 ms, none lost ({inv['lost']} lost)"
+
+
+Figure_ = tuple[str, str, Callable[[Axes, dict[str, Any]], str]]
+#: (file stem, part, drawing function returning its goal line).
+FIGURES: tuple[Figure_, ...] = (
+    ("requests", "requests", _requests),
+    ("resolve", "micro", _resolve),
+    ("scale-operations", "scale", _scale_ops),
+    ("scale-reader-wait", "scale", _scale_wait),
+    ("scale-hit", "scale", _scale_hit),
+    ("scale-memory", "scale", _scale_memory),
+    ("http-throughput", "http", _http_throughput),
+    ("invalidation", "cluster", _invalidation),
 )
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    """Draw every panel of :data:`PANELS` from ``results`` into the PNG file ``path``."""
-    fig, axes = plt.subplots(3, 2, figsize=(13, 14))
-    for ax, (part, title, draw) in zip(axes.flat, PANELS, strict=True):
-        data = _part(results, part)
-        if data is None:
-            why = "failed in this run" if part in results else "not run in this run"
-            _missing(ax, title, f"{part}: {why}")
-        else:
-            draw(ax, data)
-        ax.tick_params(axis="y", labelsize=8)
-    env = results["environment"]
-    load = env["load_average"][0], env.get("load_average_after", [float("nan")])[0]
-    fig.suptitle(
-        f"flask-tenant-cache benchmarks, {env['date']}{' (quick)' if results['quick'] else ''}: "
-        f"{env['cpus']} shared CPUs, load {load[0]:.2f} -> {load[1]:.2f}, "
-        f"{results['elapsed_s']:.0f} s; grey bare, orange v1, blue v2",
-        fontsize=11,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def plot(results: dict[str, Any], directory: Path) -> list[Path]:
+    """One PNG per figure of :data:`FIGURES` whose part ran without error; their paths."""
+    written = []
+    for stem, part_name, draw in FIGURES:
+        part = results.get(part_name)
+        if part is None or "error" in part:
+            continue
+        fig: Figure = plt.figure(figsize=SIZE, dpi=DPI)
+        ax = fig.add_subplot()
+        try:
+            goal = draw(ax, part)
+        except KeyError:
+            plt.close(fig)
+            continue  # a results file written before this figure existed
+        ax.title.set_fontsize(11)
+        ax.tick_params(labelsize=9)
+        fig.text(0.01, 0.035, goal, fontsize=9, color="#a00")
+        fig.text(0.01, 0.005, _footer(results), fontsize=8, color="#444")
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        path = directory / f"{stem}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks._plot [RESULTS.json]``: redraw the plot of a results file."""
+    """``python -m benchmarks._plot RESULTS.json``: redraw the figures beside a results file."""
     args = sys.argv[1:] if argv is None else argv
-    source = Path(args[0]) if args else Path(__file__).parent / "results" / "latest.json"
-    plot(json.loads(source.read_text()), source.with_suffix(".png"))
-    print(source.with_suffix(".png"))
+    if not args:
+        print("usage: python -m benchmarks._plot RESULTS.json", file=sys.stderr)
+        return 2
+    source = Path(args[0])
+    for path in plot(json.loads(source.read_text()), source.parent):
+        print(path)
     return 0
 
 

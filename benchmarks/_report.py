@@ -16,7 +16,14 @@ from typing import Any
 from ._harness import GroupResult
 from .coalescing import CoalescingResult
 
-__all__ = ["coalescing_goals", "environment", "print_coalescing", "print_goals", "print_group"]
+__all__ = [
+    "coalescing_goals",
+    "environment",
+    "print_coalescing",
+    "print_goals",
+    "print_group",
+    "uncommitted",
+]
 
 
 def _fmt(ns: float, unit: str) -> str:
@@ -80,18 +87,41 @@ def print_goals(goals: list[dict[str, Any]]) -> None:
         )
 
 
-def environment() -> dict[str, Any]:
-    """Date, interpreter, package versions, commit and load average, for the JSON file."""
+def _git(*args: str) -> str | None:
     try:
-        commit: str | None = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
-        commit = None
+        return None
+
+
+def uncommitted() -> list[str]:
+    """Paths with uncommitted changes (tracked, or untracked and not ignored); [] outside git."""
+    status = _git("status", "--porcelain") or ""
+    return [line[3:] for line in status.splitlines() if line.strip()]
+
+
+def _machine() -> dict[str, Any]:
+    """The CPU model and the memory of this machine (Linux /proc; what it can read)."""
+    found: dict[str, Any] = {"cpu": platform.processor() or platform.machine()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                found["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                found["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    return found
+
+
+def environment() -> dict[str, Any]:
+    """Date, interpreter, machine, package versions, commit and load average, for the JSON."""
+    commit = _git("rev-parse", "--short", "HEAD")
     packages = ("flask", "werkzeug", "cachetools", "gunicorn", "redis", "flask-tenant-cache")
     versions: dict[str, str | None] = {}
     for name in packages:
@@ -105,8 +135,10 @@ def environment() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "machine": _machine(),
         "load_average": os.getloadavg(),
-        "commit": commit,
+        "commit": commit.strip() if commit else None,
+        "dirty": bool(uncommitted()),
         "packages": versions,
     }
 

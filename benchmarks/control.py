@@ -25,7 +25,7 @@ from ._fixtures import MemoryLoader, make_tenants
 from ._harness import Case, Settings, run_group
 from ._report import print_group, standalone
 from .http_load import ROOT, _free_port, _gunicorn
-from .wsgi import _caller, _check, _environ, _extension_app
+from .wsgi import VIEWS, build_app, check, environ, make_caller
 
 __all__ = ["bench_control", "print_control", "run"]
 
@@ -44,14 +44,14 @@ def _without_figures(app: Any) -> Any:
 def bench_figures(settings: Settings) -> dict[str, Any]:
     """Whole-request time with and without the figures, and the cost of one record."""
     loader = MemoryLoader(make_tenants(100))
-    on, off = _extension_app(loader), _without_figures(_extension_app(loader))
-    by_header = _environ([("X-Tenant-ID", "acme")])
+    on, off = build_app("v2", VIEWS[0], loader), _without_figures(build_app("v2", VIEWS[0], loader))
+    by_header = environ([("X-Tenant-ID", "acme")])
     for app in (on, off):
-        _check(app, by_header, "v2")
+        check(app, by_header, VIEWS[0].body, "v2")
     figures = on.extensions["tenant_cache"].figures
     ns: dict[str, Any] = {
-        "on": _caller(on, by_header),
-        "off": _caller(off, by_header),
+        "on": make_caller(on, by_header),
+        "off": make_caller(off, by_header),
         "record": figures.record,
         "lock": threading.Lock(),
         "now": time.perf_counter,

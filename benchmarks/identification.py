@@ -24,7 +24,7 @@ from flask_tenant_cache.state import AppState
 
 from ._fixtures import MemoryLoader, make_tenants
 from ._harness import Case, GroupResult, Settings, run_group
-from .wsgi import BARE, _bare_app, _caller, _check, _environ
+from .wsgi import BARE, VIEWS, build_app, check, environ, make_caller
 
 __all__ = ["GOAL", "bench_identification", "identification_goals", "run"]
 
@@ -120,7 +120,7 @@ def _old_hook(state: AppState) -> Callable[[], None]:
 
 
 def _app(loader: MemoryLoader, *, old: bool) -> Flask:
-    app = _bare_app()
+    app = build_app(BARE, VIEWS[0])
     app.config["TENANT_CACHE_BASE_DOMAINS"] = ["example.com"]
     TenantCache(app, loader=loader)
     if old:
@@ -149,15 +149,15 @@ def bench_identification(settings: Settings) -> GroupResult:
     Host, and both: the hook alone, so its few hundred ns are not lost in a request's noise.
     """
     loader = MemoryLoader(make_tenants(1000))
-    bare, old, new = _bare_app(), _app(loader, old=True), _app(loader, old=False)
-    ns: dict[str, Any] = {"bare": _caller(bare, _environ())}
+    bare, old, new = build_app(BARE, VIEWS[0]), _app(loader, old=True), _app(loader, old=False)
+    ns: dict[str, Any] = {"bare": make_caller(bare, environ())}
     cases = [Case(BARE, "bare()", ns, description="one view returning 'ok', no hook")]
     for name, (headers, host) in REQUESTS.items():
-        environ = _environ(headers, host=host)
+        env = environ(headers, host=host)
         for label, app in ((OLD, old), (NEW, new)):
-            _check(app, environ, "v2")
+            check(app, env, VIEWS[0].body, "v2")
             var = f"{label}_{name}".replace(" ", "_").replace("+", "_")
-            ns[var] = _hook_in_request(app, environ)
+            ns[var] = _hook_in_request(app, env)
             cases.append(
                 Case(
                     f"{label}, {name}",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from typing import Any
 
-from cachetools import LRUCache, TLRUCache, TTLCache
+from cachetools import LRUCache
 
 from flask_tenant_cache import (
     DualCacheResolver,
@@ -18,20 +19,22 @@ from flask_tenant_cache import (
 from flask_tenant_cache.identifiers import normalize_host
 
 from ._fixtures import MemoryLoader, make_tenants
-from ._harness import Case, GroupResult, Settings, run_group
+from ._harness import Case, GroupResult, Settings, held, run_group
 
 __all__ = [
-    "RESOLVE_GOAL_NS",
-    "RESOLVE_GOAL_X",
+    "DEADLINE",
+    "LOOKUP_GOAL_NS",
     "bench_identifiers",
     "bench_resolve",
     "resolve_goals",
 ]
 
-#: Goals from the issue for a cached ``resolve()``; the figures are measured, never set.
-RESOLVE_GOAL_NS = 3000.0
-RESOLVE_GOAL_X = 3.0
-DICT, LRU = "dict[key]", "LRUCache.get+lock"
+#: The issue's goal for the lookup alone on a hit. It was set on a machine where a dict read
+#: with a deadline check under a lock (:data:`DEADLINE`) cost 202 ns, so it is held as a ratio
+#: to that baseline timed in the same rounds: at most x1.00, whatever the machine's speed.
+LOOKUP_GOAL_NS = 200.0
+LOOKUP_GOAL_X = 1.0
+DICT, DEADLINE, LRU = "dict[key]", "dict+deadline+lock", "LRUCache.get+lock"
 V1_HIT, V2_HIT = "v1 resolve() hit", "v2 resolve() hit"
 
 #: Distinct values per cold pool: three times the 4096 entries of the lru caches, so a value
@@ -53,34 +56,39 @@ def bench_resolve(settings: Settings) -> GroupResult:
     key = ident.cache_key
     entry = object()
     plain = {key: entry}
+    deadlines: dict[str, tuple[object, float]] = {}
     lru: LRUCache[str, object] = LRUCache(10_000)
-    ttl: TTLCache[str, object] = TTLCache(10_000, ttl=300)
-    tlru: TLRUCache[str, object] = TLRUCache(10_000, ttu=lambda _k, _v, now: now + 300)
     for tenant in loader.tenants:
         for alias in tenant.aliases:
             k = alias.cache_key
-            plain[k] = lru[k] = ttl[k] = tlru[k] = entry
+            plain[k] = lru[k] = entry
+            deadlines[k] = (entry, time.monotonic() + 3600)
     ns: dict[str, Any] = {
         "plain": plain,
         "lru": lru,
-        "ttl": ttl,
-        "tlru": tlru,
         "key": key,
         "lock": threading.Lock(),
+        "deadlines": deadlines,
+        "clock": time.monotonic,
         "v1": v1.resolve,
         "v2": v2.resolve,
         "ident": ident,
     }
-
-    def locked(name: str, cache: str, what: str) -> Case:
-        stmt = f"with lock:\n    {cache}.get(key)"
-        return Case(name, stmt, ns, description=f"cachetools {what}.get under a threading.Lock")
-
     cases = [
         Case(DICT, "plain[key]", ns, description="a plain dict lookup (the floor)"),
-        locked(LRU, "lru", "LRUCache"),
-        locked("TTLCache.get+lock", "ttl", "TTLCache"),
-        locked("TLRUCache.get+lock", "tlru", "TLRUCache"),
+        Case(
+            DEADLINE,
+            "with lock:\n    e = deadlines.get(key)\n    e is not None and e[1] > clock()",
+            ns,
+            description="a dict read and a deadline check under a threading.Lock, inline "
+            "(the goal's baseline)",
+        ),
+        Case(
+            LRU,
+            "with lock:\n    lru.get(key)",
+            ns,
+            description="cachetools LRUCache.get under a threading.Lock",
+        ),
         Case(
             V1_HIT,
             "v1(ident)",
@@ -95,7 +103,11 @@ def bench_resolve(settings: Settings) -> GroupResult:
         ),
     ]
     result = run_group(
-        "resolve", "Cached resolution (ns per call)", cases, settings, references=[DICT, LRU]
+        "resolve",
+        "Cached resolution (ns per call)",
+        cases,
+        settings,
+        references=[DEADLINE, DICT, LRU],
     )
     if loader.calls:
         raise RuntimeError("a resolver missed its cache while timed: figures are void")
@@ -103,28 +115,21 @@ def bench_resolve(settings: Settings) -> GroupResult:
 
 
 def resolve_goals(group: GroupResult) -> list[dict[str, Any]]:
-    """Each resolver's hit under :data:`RESOLVE_GOAL_NS` and under :data:`RESOLVE_GOAL_X` the
-    bare ``LRUCache.get`` under a lock (the store both resolvers are built on)."""
+    """Each resolver's hit at most :data:`LOOKUP_GOAL_X` the :data:`DEADLINE` baseline."""
     goals = []
     for name in (V1_HIT, V2_HIT):
         case = group.case(name)
-        version = name.split()[0]
-        goals += [
+        goals.append(
             {
-                "goal": f"{version} cached resolve() under {RESOLVE_GOAL_NS / 1e3:g} µs",
-                "measured": f"{case.best_ns:,.0f} ns best, {case.median_ns:,.0f} ns median",
-                # The best of many rounds, as timeit advises: noise only ever adds time.
-                "met": case.best_ns < RESOLVE_GOAL_NS,
-            },
-            {
-                "goal": f"{version} cached resolve() under {RESOLVE_GOAL_X:g}x a bare "
-                "LRUCache.get under a lock",
-                # Same-round ratio: the machine's load changes between rounds, not within one.
-                "measured": f"x{case.ratios[LRU]:.2f} same-round median "
-                f"(x{case.best_ratios[LRU]:.2f} of bests)",
-                "met": case.ratios[LRU] < RESOLVE_GOAL_X,
-            },
-        ]
+                "goal": f"{name.split()[0]}: the lookup alone at most {LOOKUP_GOAL_NS:g} ns on a "
+                f"hit (x{LOOKUP_GOAL_X:.2f} {DEADLINE})",
+                "measured": f"x{case.ratios[DEADLINE]:.2f} same-round median, "
+                f"x{case.best_ratios[DEADLINE]:.2f} of bests ({case.best_ns:,.0f} ns; "
+                f"{DEADLINE} {group.case(DEADLINE).best_ns:,.0f} ns, "
+                f"{LRU} {group.case(LRU).best_ns:,.0f} ns)",
+                "met": held(case, DEADLINE, LOOKUP_GOAL_X),
+            }
+        )
     return goals
 
 
