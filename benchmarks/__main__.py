@@ -35,6 +35,7 @@ PARTS = (
     "identification",
     "coalescing",
     "scale",
+    "eviction",
     "callgrind",
     "cluster",
     "http",
@@ -155,6 +156,15 @@ def _scale(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
+def _eviction(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
+    from .eviction import bench_eviction, eviction_goals, print_eviction
+
+    result = bench_eviction(quick)
+    print_eviction(result)
+    out |= result
+    return eviction_goals(result)
+
+
 def _callgrind(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     from .callgrind import bench_callgrind, goals, print_callgrind
 
@@ -199,6 +209,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], list[dict[str, Any]]]] = {
     ).run(quick, out),
     "coalescing": _coalescing,
     "scale": _scale,
+    "eviction": _eviction,
     "callgrind": _callgrind,
     "cluster": _cluster,
     "http": _http,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     """An RST list-table."""
     lines = [f".. list-table:: {title}" if title else ".. list-table::", "   :header-rows: 1", ""]
     for row in [header, *rows]:
-        lines.append(f"   * - {row[0]}")
-        lines += [f"     - {cell}" for cell in row[1:]]
+        # A cell is one line: a failed part's measure is its error, which may span lines.
+        cells = [" ".join(str(cell).split()) for cell in row]
+        lines.append(f"   * - {cells[0]}")
+        lines += [f"     - {cell}" for cell in cells[1:]]
     return "\n".join(lines) + "\n"
 
 
@@ -48,12 +51,27 @@ def _figures(part: str, published: Path, page: Path) -> str:
     return "\n".join(out)
 
 
+def _last_line(text: str) -> str:
+    """An inline literal holds one line: of a traceback, its last."""
+    lines = str(text).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def _missing(part: str, results: dict[str, Any]) -> str | None:
     data = results.get(part)
     if data is None:
         return f"*The {part} part was not in this run.*\n"
     if "error" in data:
-        return f"*The {part} part failed in this run:* ``{data['error']}``\n"
+        # A traceback spans lines: its last line inline, the whole of it as a literal block,
+        # wrapped to fit the page.
+        error = str(data["error"]).rstrip() or "unknown error"
+        lines = [
+            wrapped
+            for line in error.splitlines()
+            for wrapped in textwrap.wrap(line, 88, subsequent_indent="    ") or [""]
+        ]
+        block = "\n".join("   " + line if line else "" for line in lines)
+        return f"*The {part} part failed in this run:* ``{_last_line(error)}``\n\n::\n\n{block}\n"
     return None
 
 

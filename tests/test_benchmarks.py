@@ -139,3 +139,18 @@ def test_a_ratio_goal_needs_the_median_and_the_bests() -> None:
     assert held(case, "base", 1.0)
     case.ratios["base"] = 1.01
     assert not held(case, "base", 1.0)
+
+
+def test_a_part_that_failed_with_a_traceback_renders_as_valid_rst() -> None:
+    error = 'RuntimeError: outer failed:\nTraceback (most recent call last):\n  File "x"\n'
+    error += "RuntimeError: " + "y" * 200
+    text = _docs._missing("scale", {"scale": {"error": error}})
+    assert text is not None
+    first, _, rest = text.partition("\n")
+    # One inline literal, whole on its line: the traceback's last line...
+    assert first.count("``") == 2
+    assert first.endswith("y``")
+    # ...then all of it as a literal block, wrapped to fit the page.
+    assert rest.startswith("\n::\n\n")
+    assert all(len(line) <= 3 + 88 for line in rest.splitlines())
+    assert _docs._last_line(error) in first

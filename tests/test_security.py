@@ -35,6 +35,7 @@ from tests.helpers.app import (
     SEED,
     CountingLoader,
     build_app,
+    call,
 )
 
 PROPERTY = settings(
@@ -141,21 +142,6 @@ hostile = st.one_of(
 def shared_app() -> Flask:
     """One app for every example (hypothesis reruns the test body, not the fixture)."""
     return build_app()
-
-
-def call(app: Flask, path: str = "/whoami", **environ: str) -> tuple[int, dict[str, str], bytes]:
-    """Call the WSGI app with raw environ values (the test client rejects some of them)."""
-    env = EnvironBuilder(path=path).get_environ()
-    env.update(environ)
-    status: list[str] = []
-    headers: list[list[tuple[str, str]]] = []
-
-    def start_response(s: str, h: list[tuple[str, str]], exc_info: Any = None) -> None:
-        status.append(s)
-        headers.append(h)
-
-    body = b"".join(app(env, start_response))
-    return int(status[0].split()[0]), dict(headers[0]), body
 
 
 def werkzeug_rejects_host(host: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -12,17 +11,14 @@ from typing import Any
 import redis
 
 from flask_tenant_cache.identifiers import TenantIdentifier
-from flask_tenant_cache.redis_layer import scripts
+from flask_tenant_cache.redis_layer import entries, scripts
 from flask_tenant_cache.redis_layer.client import ERRORS, RedisConnection
 from flask_tenant_cache.redis_layer.keys import KeySpace
 from flask_tenant_cache.tenant import Tenant
 
-__all__ = ["ENTRY_VERSION", "RedisL2"]
+__all__ = ["RedisL2"]
 
 logger = logging.getLogger("flask_tenant_cache")
-
-#: The format of an L2 entry; a reader skips entries of any other version.
-ENTRY_VERSION = 1
 
 #: How long a not-found answer stays readable by the processes that waited for it (ms).
 NOT_FOUND_MARKER_MS = 1000
@@ -55,36 +51,14 @@ class OutdatedRead(Exception):
     """A read that began before the L2 was discarded answered from before it."""
 
 
-def _tenant(data: Any) -> Tenant:
-    """The tenant of an entry, its every field checked: raises on anything unexpected."""
-    tenant = data["tenant"]
-    fields = ("id", "slug", "name")
-    if not all(isinstance(tenant.get(f, ""), str) for f in fields):
-        raise TypeError("a text field is not text")
-    domains, extra = tenant.get("domains", []), tenant.get("extra", {})
-    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-        raise TypeError("domains")
-    if not isinstance(tenant.get("is_active", True), bool) or not isinstance(extra, dict):
-        raise TypeError("is_active or extra")
-    return Tenant.from_dict(tenant)
-
-
-def _tenant_id(raw: Any) -> str | None:
-    # Any primary key a tenant may have (a UUID, an integer, a string), checked.
-    try:
-        return TenantIdentifier.id(raw.decode()).value if raw else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
 class RedisL2:
     """The L2 (a :class:`~flask_tenant_cache.resolvers.base.SecondLayer`): read on an L1 miss.
 
     A miss here claims the load for this process (``SET NX``, expiring after ``load_timeout``);
-    a process that finds the load claimed by another waits for its result (polling every
-    2 ms) instead of querying the database too, so a cold tenant costs one query in the whole
-    cluster. A claim that ends without a result (the load failed, or its owner died) lets the
-    waiters load for themselves.
+    a process that finds the load claimed by another waits for its result (woken by the
+    bus when it is stored) instead of querying the database too, so a cold tenant costs one
+    query in the whole cluster. A claim that ends without a result (the load failed, or its
+    owner died) lets the waiters load for themselves.
 
     :param conn: the process's Redis connection and health.
     :param keys: the app's key space.
@@ -297,15 +271,13 @@ class RedisL2:
 
     def _read(self, ident: TenantIdentifier, raw: bytes) -> tuple[bool, Tenant | None]:
         try:
-            data = json.loads(raw)
-            if isinstance(data, dict) and data.get("v") != ENTRY_VERSION:
-                return False, None  # another format (a rolling deploy): skipped, not misread
-            return True, _tenant(data)
+            tenant = entries.decode(raw)
         except Exception:
             with self._lock:
                 self.counters["unreadable_entries"] += 1
             logger.warning("tenant cache: unreadable L2 entry for %s skipped", ident.cache_key)
             return False, None
+        return tenant is not None, tenant  # another format (a rolling deploy): skipped
 
     def put(self, ident: TenantIdentifier, tenant: Tenant | None, token: Any) -> bool:
         """End this process's load of ``ident``: store ``tenant`` (None: not found) unless an
@@ -324,9 +296,9 @@ class RedisL2:
         names = [keys.epoch, keys.claim(key), keys.entry(key)]
         entry, tenant_id = "", ""
         if tenant is not None:
-            aliases = sorted(tenant.alias_keys)
-            entry = json.dumps({"v": ENTRY_VERSION, "tenant": tenant.to_dict(), "aliases": aliases})
+            entry = entries.encode(tenant)
             tenant_id = str(tenant.id)
+            aliases = sorted(tenant.alias_keys)
             names += [keys.aliases(tenant_id), *(keys.pointer(a) for a in aliases)]
         args = [token, entry, self.ttl, tenant_id, self.conn.node_id, NOT_FOUND_MARKER_MS]
         return names, [*args, keys.loaded, key, self.conn.publish_command]
@@ -404,11 +376,11 @@ class RedisL2:
         """
         keys, client = self.keys, self.conn.client
         kind, _, value = cache_key.partition(":")
-        known = _tenant_id(value.encode()) if kind in ("uuid", "id") else None
+        known = entries.tenant_id(value.encode()) if kind in ("uuid", "id") else None
         pointer = keys.pointer(cache_key)
         for _ in range(DROP_ATTEMPTS):
             raw = client.get(pointer)
-            pointed = _tenant_id(raw)
+            pointed = entries.tenant_id(raw)
             ids = sorted({i for i in (known, pointed) if i is not None})
             sets = [keys.aliases(i) for i in ids]
             pipe = client.pipeline(transaction=False)

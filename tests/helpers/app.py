@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask import Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.test import EnvironBuilder
 
 from flask_tenant_cache import (
     SQLAlchemyTenantLoader,
@@ -194,3 +195,18 @@ class Recorder:
 
     def __call__(self, sender: Any, **kwargs: Any) -> None:
         self.events.append((sender, kwargs))
+
+
+def call(app: Flask, path: str = "/whoami", **environ: str) -> tuple[int, dict[str, str], bytes]:
+    """Call the WSGI app with raw environ values (the test client rejects some of them)."""
+    env = EnvironBuilder(path=path).get_environ()
+    env.update(environ)
+    status: list[str] = []
+    headers: list[list[tuple[str, str]]] = []
+
+    def start_response(s: str, h: list[tuple[str, str]], exc_info: Any = None) -> None:
+        status.append(s)
+        headers.append(h)
+
+    body = b"".join(app(env, start_response))
+    return int(status[0].split()[0]), dict(headers[0]), body
