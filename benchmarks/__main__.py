@@ -252,15 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     env["load_average_after"] = os.getloadavg()
     results["goals"] = goals
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
-    out_dir = PUBLISHED if args.publish else args.out or RUNS / _run_name(env)
+    moved = args.publish and (environment()["commit"] != env["commit"] or uncommitted())
+    if moved:
+        # The parts ran partly on other code (a commit, a merge or an edit during the run):
+        # the figures describe no commit, so they are kept out of the docs.
+        print("\nthe tree changed during the run: not published", file=sys.stderr)
+    publish = args.publish and not moved
+    out_dir = PUBLISHED if publish else args.out or RUNS / _run_name(env)
     _write(results, out_dir)
-    if args.publish:
+    if publish:
         from ._docs import write_page
 
         write_page(results, PUBLISHED, DOCS_PAGE)
         print(f"regenerated {DOCS_PAGE}")
     print(f"\n{results['elapsed_s']:.1f} s; results and plots in {out_dir}")
-    return 1 if args.check and not all(g["met"] for g in goals) else 0
+    return 1 if moved or (args.check and not all(g["met"] for g in goals)) else 0
 
 
 def _run_name(env: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -98,9 +97,10 @@ class InvalidationBus:
         self._on_resubscribe = on_resubscribe
         self._on_subscribed = on_subscribed
         self._on_rollout = on_rollout
-        self._pending: collections.deque[str | None] = collections.deque(maxlen=max_pending)
-        self._pending_overflow = False
-        self._overflows = 0
+        #: Unsent invalidations, oldest first: cache key (None: everything) -> its ticket.
+        self._pending: dict[str | None, int] = {}
+        self._max_pending = max_pending
+        self._tickets = 0
         self._publish_client: Any = None
         self._logged_dropped = False
         self.sequence = MessageSequence()
@@ -199,10 +199,15 @@ class InvalidationBus:
 
     def _queue(self, key: str | None) -> None:
         with self._lock:
-            if len(self._pending) == self._pending.maxlen:
-                self._pending_overflow = True
-                self._overflows += 1
-            self._pending.append(key)
+            self._tickets += 1
+            if key not in self._pending and len(self._pending) >= self._max_pending:
+                # Past the bound, one flush of everything covers them all.
+                self._pending.clear()
+                key = None
+            # Queued again, it moves to the end with a new ticket: a send already under way
+            # may predate the change it is for.
+            self._pending.pop(key, None)
+            self._pending[key] = self._tickets
         # Delivered when Redis answers again, whatever this process serves meanwhile: the
         # subscriber reconnects on its own and sends the queue first.
         self.start()
@@ -213,23 +218,21 @@ class InvalidationBus:
             return  # another thread is sending it
         try:
             with self._lock:
-                overflows, count = self._overflows, len(self._pending)
-                batch = [None] if self._pending_overflow else list(dict.fromkeys(self._pending))
-            for key in batch:
+                batch = list(self._pending.items())
+            for key, ticket in batch:
                 try:
                     ids = self._send(key)
                 except ERRORS as exc:
                     self.conn.failed("queued invalidation", exc)
-                    return  # all of it stays queued: sending one twice is harmless
+                    return  # the rest stays queued
                 with self._lock:
                     self.counters["pending_sent"] += 1
+                    if key is None:  # everything queued before it is covered
+                        self._pending = {k: t for k, t in self._pending.items() if t > ticket}
+                    elif self._pending.get(key) == ticket:
+                        del self._pending[key]
                 # Whatever this process read from Redis since it was queued is dropped again.
                 self._apply_locally(key, ids)
-            with self._lock:
-                if overflows == self._overflows:  # else some that came since were lost too
-                    self._pending_overflow = False
-                    for _ in range(count):
-                        self._pending.popleft()
         finally:
             self._send_lock.release()
 

@@ -414,19 +414,18 @@ def make_tls_files(directory: Path) -> TlsFiles:
         )
 
     key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
-    run(
-        f"req -x509 {key} -keyout ca.key -out ca.crt",
-        *("-subj", "/CN=test CA", "-addext", "keyUsage=critical,keyCertSign,cRLSign"),
-    )
-    # A CA key usage and key identifiers: Python 3.13 verifies strictly (VERIFY_X509_STRICT)
-    # and refuses certificates without them.
-    ids = "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    # The extensions Python 3.13's strict X.509 verification asks of a CA and its leaves.
+    ca_ext = ("-addext", "basicConstraints=critical,CA:TRUE")
+    ca_ext += ("-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run(f"req -x509 {key} -keyout ca.key -out ca.crt", "-subj", "/CN=test CA", *ca_ext)
+    leaf = "basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\n"
+    leaf += "authorityKeyIdentifier=keyid,issuer\n"
     for name, ext in (
         ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         ("client", "extendedKeyUsage=clientAuth"),
     ):
         run(f"req -new {key} -keyout {name}.key -out {name}.csr -subj /CN={name}")
-        (directory / f"{name}.ext").write_text(ext + "\n" + ids)
+        (directory / f"{name}.ext").write_text(leaf + ext + "\n")
         run(
             f"x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
             f" -out {name}.crt -days 2 -extfile {name}.ext"
