@@ -84,6 +84,8 @@ def test_sentinel_failover_and_kill_move_the_master(sentinel_set: SentinelSet) -
         with contextlib.suppress(redis.ConnectionError):
             master.set(key, "after-failover")
         master.set(key, "after-failover")
+        # Replication is asynchronous: the old master must hold the write before the kill.
+        assert master.wait(1, 5000) >= 1
         with pytest.raises(redis.ReadOnlyError):
             first.client().set(key, "on the old master, now a replica")
 

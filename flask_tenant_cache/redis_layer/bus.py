@@ -386,11 +386,12 @@ class InvalidationBus:
         try:
             self._on_invalidate(message["k"], message["ids"])
         except Exception:
-            # Not applied as asked: drop everything instead, which covers it.
-            with self._lock:
-                self.counters["handler_errors"] += 1
+            # Not applied as asked: drop everything instead, which covers it. Counted once the
+            # flush is done, so whoever reads the counter finds the caches flushed.
             logger.exception("tenant cache: an invalidation failed; flushing the local caches")
             self._on_resubscribe()
+            with self._lock:
+                self.counters["handler_errors"] += 1
 
     def stats(self) -> dict[str, int]:
         """The bus's counters, with the invalidations still queued."""
