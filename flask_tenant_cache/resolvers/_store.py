@@ -241,9 +241,11 @@ class TenantStore:
         self, key: str | None, tenant: Tenant, now: float, expires: float, stamp: float
     ) -> None:
         """Store ``tenant`` under all its aliases (and ``key``), replacing what they held."""
-        extra = None if key is None or key in tenant.alias_keys else key
+        keys = tenant.alias_keys
+        extra = None if key is None or key in keys else key
         entry = Found(tenant, now, expires, stamp, extra)
-        keys = entry.aliases()
+        if extra is not None:
+            keys = keys | {extra}
         negatives = self._negatives
         table = self.table
         for alias in keys:
@@ -275,26 +277,23 @@ class TenantStore:
         self._advance(now)
         self._evict_found(now)
 
-    def discard(self, key: str) -> int:
+    def discard(self, key: str) -> tuple[int, frozenset[str]]:
         """Remove what ``key`` holds: its tenant under every alias, or its not-found answer.
 
-        :returns: how many entries were dropped (a tenant is one, under all its aliases).
+        :returns: how many entries were dropped (a tenant is one, under all its aliases), and
+            the keys they were held under (``key`` itself among them).
         """
-        dropped = 0
+        dropped, keys = 0, frozenset((key,))
         entry = self.table.get(key)
         if entry is not None:
-            dropped += self._remove(entry) > 0
+            keys |= entry.aliases()
+            dropped += self._remove(entry, keys) > 0
         negatives = self._negatives
         negative = negatives.peek(key)
         if negative is not None:
             dropped += negative.gen == negatives.gen
             del negatives[key]
-        return dropped
-
-    def keys_of(self, key: str) -> frozenset[str]:
-        """Every key of the tenant ``key`` holds (just ``key`` if it holds none)."""
-        entry = self.table.get(key)
-        return entry.aliases() | {key} if entry is not None else frozenset((key,))
+        return dropped, keys
 
     def drop_negatives(self) -> int:
         """Invalidate every not-found answer in O(1); return how many there were."""
@@ -312,10 +311,11 @@ class TenantStore:
         """Advance the hand and release swapped-out tables, a bounded amount (stats calls)."""
         self._advance(now)
 
-    def _remove(self, entry: Found) -> int:
+    def _remove(self, entry: Found, keys: frozenset[str] | None = None) -> int:
+        """Take ``entry`` out under each of its keys (``keys``, when the caller has them)."""
         table = self.table
         count = 0
-        for alias in entry.aliases():
+        for alias in keys if keys is not None else entry.aliases():
             if table.get(alias) is entry:
                 del table[alias]
                 count += 1

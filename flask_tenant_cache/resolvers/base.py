@@ -251,8 +251,8 @@ class CachingResolver(ABC):
         key = ident.cache_key
         with self._lock:
             store = self._store
-            keys = store.keys_of(key)
-            dropped = store.discard(key) + store.drop_negatives()
+            dropped, keys = store.discard(key)
+            dropped += store.drop_negatives()
             self._record(keys)
         self._flights.forget()
         return dropped
