@@ -309,14 +309,10 @@ class SentinelSet:
             client.execute_command("SENTINEL FAILOVER", self.name)
         finally:
             client.close()
-        wait_for(lambda: self._everyone_says(new), timeout=30, what="the new master")
+        wait_for(lambda: self._everyone_says(new), timeout=60, what="the new master")
         # The sentinels demote the old master only after watching it for 8 s; do what they
         # would do now, so the set is whole again for the next test.
-        demoted = old.client()
-        try:
-            demoted.replicaof(*new.address)
-        finally:
-            demoted.close()
+        self._demote(old, new)
         self._wait_settled(new)
         return new
 
@@ -325,10 +321,21 @@ class SentinelSet:
         master (it comes back as the new master's replica). Returns the new master."""
         old, new = self.master(), self.replica()
         old.kill(signal.SIGKILL)
-        wait_for(lambda: self._everyone_says(new), timeout=30, what="a new master")
+        wait_for(lambda: self._everyone_says(new), timeout=60, what="a new master")
         old.start()
+        # The sentinels would make the restarted master a replica only after watching it for
+        # 8 s, and not at all while a loaded machine keeps them in TILT mode: do it now.
+        self._demote(old, new)
         self._wait_settled(new)
         return new
+
+    @staticmethod
+    def _demote(old: Node, new: Node) -> None:
+        client = old.client()
+        try:
+            client.replicaof(*new.address)
+        finally:
+            client.close()
 
     def _everyone_says(self, master: Node) -> bool:
         for node in self.sentinels:
@@ -351,7 +358,7 @@ class SentinelSet:
             other = next(node for node in self.servers if node is not master)
             return is_master and self._everyone_says(master) and self._replicating(other)
 
-        wait_for(settled, timeout=30, what="the failover to complete")
+        wait_for(settled, timeout=60, what="the failover to complete")
 
     def close(self) -> None:
         close_all([*self.sentinels, *self.servers])
