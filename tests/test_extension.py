@@ -385,6 +385,49 @@ def test_current_tenant_inside_a_view(app, client):
     assert seen["version"] == "v2"
 
 
+def test_current_tenant_stands_for_the_tenant_in_every_use(app, client):
+    seen: dict[str, Any] = {}
+
+    @app.get("/uses")
+    def uses() -> Any:
+        tenant = current_tenant._get_current_object()  # type: ignore[attr-defined]
+        seen.update(
+            truthy=bool(current_tenant),
+            equal=current_tenant == tenant,
+            is_tenant=isinstance(current_tenant, Tenant),
+            repr=repr(current_tenant) == repr(tenant),
+            slug=current_tenant.slug,  # type: ignore[union-attr]
+            method=current_tenant.answers_to,  # type: ignore[union-attr]
+            dunder=current_tenant.__class__,
+        )
+        with pytest.raises(AttributeError):
+            current_tenant.no_such_field  # type: ignore[union-attr]  # noqa: B018
+        return "ok"
+
+    @app.get("/no-tenant")
+    @app.extensions["test"]["ext"].exempt
+    def no_tenant() -> Any:
+        seen["exempt_truthy"] = bool(current_tenant)
+        with pytest.raises(AttributeError):
+            current_tenant.slug  # type: ignore[union-attr]  # noqa: B018
+        return "ok"
+
+    assert client.get("/uses", headers=tid("acme")).status_code == 200
+    assert client.get("/no-tenant").status_code == 200
+    assert seen.pop("slug") == "acme"
+    assert seen.pop("method").__self__.id == ACME_ID
+    assert seen.pop("dunder") is Tenant
+    assert seen.pop("exempt_truthy") is False
+    assert all(seen.values()), seen
+
+
+def test_current_tenant_outside_an_app_context_says_so():
+    with pytest.raises(RuntimeError, match="application context"):
+        current_tenant.slug  # type: ignore[union-attr]  # noqa: B018
+    with pytest.raises(RuntimeError, match="application context"):
+        bool(current_tenant)
+
+
 def test_tenant_does_not_leak_into_the_next_request(client):
     assert client.get("/whoami", headers=tid("acme")).json["slug"] == "acme"
     # The exempt view, in the same app context as the last request, sees no tenant.
