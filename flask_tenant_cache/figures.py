@@ -321,7 +321,7 @@ def make_recorder(state: AppState) -> Callable[[Response], Response]:
     current_g = g._get_current_object
 
     def record_request(response: Response) -> Response:
-        timing = getattr(current_g(), "_tenant_cache_timing", None)
+        timing = current_g().__dict__.get("_tenant_cache_timing")
         if timing is not None:
             version, started, resolving, resolved, failed = timing
             now = timer()

@@ -153,13 +153,20 @@ class Rollout:
         plan = self.plan_percent
         if plan is not None:
             return _by_percentage(ident.cache_key, plan, "plan")
-        provider = self.provider
+        provider = self._provider  # not the property: this runs on every request
+        if provider is None and self._source is not None:
+            provider = self._source()
         if provider is not None:
             return self._ask(provider, FlagContext(ident, request, config))
-        # A bad live value reads as the older path: no tenant moves to v2 by a typo.
-        percent = live_percent(config, "TENANT_CACHE_V2_PERCENT", invalid=0.0)
-        if percent is not None:
-            return _by_percentage(ident.cache_key, percent, "percentage")
+        if config.get("TENANT_CACHE_V2_PERCENT") is not None:
+            # A bad live value reads as the older path: no tenant moves to v2 by a typo.
+            percent = live_percent(config, "TENANT_CACHE_V2_PERCENT", invalid=0.0)
+            return _by_percentage(ident.cache_key, percent, "percentage")  # type: ignore[arg-type]
+        use_v2 = config.get("TENANT_CACHE_USE_V2")
+        if use_v2 is True:
+            return _CONFIG_V2
+        if use_v2 is False:
+            return _CONFIG_V1
         return _CONFIG_V2 if live_flag(config, "TENANT_CACHE_USE_V2") else _CONFIG_V1
 
     def _ask(self, provider: FlagProvider, context: FlagContext) -> Decision:
