@@ -286,8 +286,9 @@ def _http(results: dict[str, Any], published: Path, page: Path) -> str:
 def _callgrind(results: dict[str, Any], published: Path, page: Path) -> str:
     part = results["callgrind"]
     rows = [
-        [app, f"{ir:,}", f"{ir - part['ir_per_request']['bare']:+,}"]
-        for app, ir in part["ir_per_request"].items()
+        [f"{app}, {view}", f"{ir:,}", f"{ir - counted['ir_per_request']['bare']:+,}"]
+        for view, counted in (("string view", part), ("tenant view", part["tenant_view"]))
+        for app, ir in counted["ir_per_request"].items()
     ]
     out = [_table("Instructions per request (callgrind Ir)", ["app", "Ir", "over bare"], rows)]
     if "check" in part:

@@ -116,6 +116,7 @@ def test_the_page_states_the_commit_and_each_computed_result(
 def _counts(v1: int, v2: int, python: str = "3.11.7") -> dict[str, Any]:
     return {
         "over_bare": {"floor": 1000, "v1": v1, "v2": v2},
+        "tenant_view": {"over_bare": {"floor": 1000, "v1": 2 * v1, "v2": 2 * v2}},
         "environment": {"python": python, "packages": {}, "commit": "abc1234"},
     }
 
@@ -126,6 +127,21 @@ def test_callgrind_check_fails_past_five_percent_growth() -> None:
     grown = callgrind.check(_counts(20_000, 10_501), baseline)
     assert not grown["ok"]
     assert grown["growth"]["v2"] == pytest.approx(0.0501)
+    tenant_view_grown = _counts(20_000, 10_000)
+    tenant_view_grown["tenant_view"]["over_bare"]["v1"] = 42_001  # 40,000 in the baseline
+    found = callgrind.check(tenant_view_grown, baseline)
+    assert not found["ok"]
+    assert found["growth"] == pytest.approx(
+        {"v1": 0, "v2": 0, "v1 (tenant view)": 0.05, "v2 (tenant view)": 0}, abs=1e-4
+    )
+
+
+def test_callgrind_check_fails_without_a_baseline_for_the_tenant_view() -> None:
+    baseline = _counts(20_000, 10_000)
+    del baseline["tenant_view"]
+    found = callgrind.check(_counts(20_000, 10_000), baseline)
+    assert not found["ok"]
+    assert "no baseline for the tenant view" in found["summary"]
 
 
 def test_callgrind_check_skips_another_python() -> None:
