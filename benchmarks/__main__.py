@@ -167,9 +167,12 @@ def _eviction(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _callgrind(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     from .callgrind import bench_callgrind, goals, print_callgrind
+    from .callgrind_pieces import bench_pieces, print_pieces
 
     result = bench_callgrind(quick)
     print_callgrind(result)
+    result["pieces"] = bench_pieces()
+    print_pieces(result["pieces"])
     out |= result
     return goals(result)
 

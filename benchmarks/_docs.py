@@ -293,6 +293,8 @@ def _callgrind(results: dict[str, Any], published: Path, page: Path) -> str:
     out = [_table("Instructions per request (callgrind Ir)", ["app", "Ir", "over bare"], rows)]
     if "check" in part:
         out.append(f"Against the committed baseline: {part['check']['summary']}\n")
+    pieces = [[p["piece"], f"{p['ir']:,}", p["what"]] for p in part["pieces"]["pieces"]]
+    out.append(_table("Pieces of a v2 request (callgrind Ir)", ["piece", "Ir", "what"], pieces))
     return "\n".join(out)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from .wsgi import APPS, BARE, VIEWS
 
-__all__ = ["BASELINE", "GROWTH_LIMIT", "bench_callgrind", "check", "main"]
+__all__ = ["BASELINE", "GROWTH_LIMIT", "bench_callgrind", "check", "count", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = Path(__file__).with_name("callgrind_baseline.json")
@@ -37,8 +37,24 @@ GROWTH_LIMIT = 0.05
 FIRST, SECOND = 50, 250
 WARMUP = 50
 
-_CHILD = """
-import functools, gc, sys
+#: The counted loops, after the child's set-up has defined ``step(_a, _b)``. When the cyclic
+#: collector's passes fall depends on the allocation history (the environment, the paths), and
+#: one full pass in a counted loop moved the figure by tens of thousands of instructions per
+#: request: the heap is frozen and the collector off while counting.
+LOOPS = f"""
+import functools, gc
+for _ in range({WARMUP}):
+    step(None, None)
+gc.collect()
+gc.freeze()
+gc.disable()
+functools.reduce(step, range({FIRST}), None)
+functools.reduce(step, range({SECOND}), None)
+"""
+
+_CHILD = (
+    """
+import sys
 from benchmarks.wsgi import VIEWS, build_app, check, environ, make_caller
 kind = sys.argv[1]
 view = next(view for view in VIEWS if view.name == sys.argv[2])
@@ -46,18 +62,10 @@ app = build_app(kind, view)
 env = environ()
 check(app, env, view.body, kind if kind in ("v1", "v2") else None)
 call = make_caller(app, env)
-for _ in range({warmup}):
-    call()
-# When the cyclic collector's passes fall depends on the allocation history (the environment,
-# the paths), and one full pass in a counted loop moved the figure by tens of thousands of
-# instructions per request: the heap is frozen and the collector off while counting.
-gc.collect()
-gc.freeze()
-gc.disable()
 step = lambda _a, _b: call()
-functools.reduce(step, range({first}), None)
-functools.reduce(step, range({second}), None)
 """
+    + LOOPS
+)
 
 
 def _valgrind() -> list[str]:
@@ -81,9 +89,14 @@ VIEW_KEYS = {"string": None, "tenant": "tenant_view"}
 
 def instructions_per_request(kind: str, view: str = "string") -> int:
     """Ir per request of the app ``kind`` serving ``view``, from one callgrind run."""
+    return count(_CHILD, [kind, view], f"{kind} ({view})")
+
+
+def count(code: str, args: list[str], what: str) -> int:
+    """Ir per step of ``code`` run with ``args``: ``code`` ends with :data:`LOOPS`, and the
+    count is the difference of its two loops over the difference of their steps."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
-        code = _CHILD.format(warmup=WARMUP, first=FIRST, second=SECOND)
         cmd = [
             *_valgrind(),
             "--toggle-collect=functools_reduce",
@@ -92,18 +105,17 @@ def instructions_per_request(kind: str, view: str = "string") -> int:
             sys.executable,
             "-c",
             code,
-            kind,
-            view,
+            *args,
         ]
         # A fixed environment: its size moves the stack, and with it the counts of code that
         # hashes or compares addresses.
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"callgrind run of {kind} ({view}) failed:\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"callgrind run of {what} failed:\n{done.stderr[-2000:]}")
         dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
         if len(dumps) < 2:
-            raise RuntimeError(f"callgrind run of {kind}: {len(dumps)} dumps, not 2")
+            raise RuntimeError(f"callgrind run of {what}: {len(dumps)} dumps, not 2")
         first, second = (_totals(p) for p in dumps[-2:])
     return round((second - first) / (SECOND - FIRST))
 

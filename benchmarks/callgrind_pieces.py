@@ -1,0 +1,110 @@
+"""Where the extension's instructions over bare Flask go: each piece of a v2 request counted
+apart under callgrind.
+
+``python -m benchmarks.callgrind_pieces [--json PATH]``, and part of ``callgrind`` in the full
+run. Each piece is one statement, run in a request context of the v2 app (string view)
+pushed and preprocessed once, in its own process under callgrind like the whole requests of
+:mod:`benchmarks.callgrind`. The empty statement's count (the loop's own cost) is taken off
+the others. Beside the extension's own pieces stand what the floor hook pays and what Flask
+pays for each hook an app registers (``ensure_sync``, which asks ``inspect`` whether the
+hook is a coroutine function), so the page can show which part of the extra instructions
+the extension can still remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .callgrind import LOOPS, count
+
+__all__ = ["PIECES", "bench_pieces", "print_pieces"]
+
+_CHILD = (
+    """
+import sys
+from flask import request
+from benchmarks.wsgi import VIEWS, build_app, environ
+from flask_tenant_cache import current_resolver_version, current_tenant
+app = build_app("v2", VIEWS[0])
+floor_app = build_app("floor", VIEWS[0])
+state = app.extensions["tenant_cache"]
+ctx = app.request_context(environ())
+ctx.push()
+app.preprocess_request()
+ident = state.validator.parse_header("acme")
+names = {
+    "app": app,
+    "hook": app.before_request_funcs[None][0],
+    "recorder": app.after_request_funcs[None][0],
+    "floor_hook": floor_app.before_request_funcs[None][0],
+    "response": app.make_response("ok"),
+    "decide": state.rollout.decide,
+    "ident": ident,
+    "req": request._get_current_object(),
+    "config": app.config,
+    "resolve": state.resolvers["v2"].resolve,
+    "current_tenant": current_tenant,
+    "current_resolver_version": current_resolver_version,
+}
+exec("def step(_a, _b):\\n    " + sys.argv[1], names)
+step = names["step"]
+"""
+    + LOOPS
+)
+
+#: (name, statement, what it is). The first is the loop's own cost.
+PIECES: tuple[tuple[str, str, str], ...] = (
+    ("empty", "pass", "the counting loop itself (taken off the others)"),
+    ("hook", "hook()", "the extension's before_request hook, a v2 hit"),
+    ("recorder", "recorder(response)", "the extension's after_request hook (the figures)"),
+    ("dispatch", "app.ensure_sync(hook)", "what Flask pays per registered hook, before its call"),
+    ("floor hook", "floor_hook()", "the floor's before_request hook, for scale"),
+    ("flag decision", "decide(ident, req, config)", "the rollout decision, in the hook"),
+    ("resolve", "resolve(ident)", "the v2 cache hit, in the hook"),
+    ("current_tenant read", "current_tenant.slug", "one attribute read in a view"),
+    ("version read", "current_resolver_version()", "current_resolver_version() in a view"),
+)
+
+
+def bench_pieces() -> dict[str, Any]:
+    """Ir of each piece, the loop's own cost taken off."""
+    statements = [stmt for _, stmt, _ in PIECES]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = list(pool.map(lambda stmt: count(_CHILD, [stmt], stmt), statements))
+    empty = counts[0]
+    return {
+        "loop_ir": empty,
+        "pieces": [
+            {"piece": name, "statement": stmt, "what": what, "ir": ir - empty}
+            for (name, stmt, what), ir in zip(PIECES[1:], counts[1:], strict=True)
+        ],
+    }
+
+
+def print_pieces(result: dict[str, Any]) -> None:
+    print("\nPieces of a v2 request (callgrind Ir each, the loop's own cost taken off)")
+    for piece in result["pieces"]:
+        print(f"  {piece['piece']:<20} {piece['ir']:>8,}  {piece['what']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.callgrind_pieces", description=__doc__
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    result = bench_pieces()
+    print_pieces(result)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
