@@ -348,6 +348,28 @@ class SentinelSet:
                 return False
         return True
 
+    def _sentinels_see(self, master: Node, replica: Node) -> bool:
+        """Every sentinel sees ``master`` up and ``replica`` as its healthy replica: what the
+        next failover needs (else it aborts, NOGOODSLAVE, and waits out its timeout)."""
+        for node in self.sentinels:
+            client = node.client()
+            try:
+                state = client.sentinel_master(self.name)
+                replicas = client.sentinel_slaves(self.name)
+            finally:
+                client.close()
+            if state["port"] != master.port or state["flags"] != "master":
+                return False
+            if not any(
+                seen["port"] == replica.port
+                and seen["flags"] == "slave"
+                and seen["master-link-status"] == "ok"
+                and seen["master-port"] == master.port
+                for seen in replicas
+            ):
+                return False
+        return True
+
     def _wait_settled(self, master: Node) -> None:
         def settled() -> bool:
             client = master.client()
@@ -356,7 +378,7 @@ class SentinelSet:
             finally:
                 client.close()
             other = next(node for node in self.servers if node is not master)
-            return is_master and self._everyone_says(master) and self._replicating(other)
+            return is_master and self._replicating(other) and self._sentinels_see(master, other)
 
         wait_for(settled, timeout=60, what="the failover to complete")
 
