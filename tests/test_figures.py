@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from flask_tenant_cache.figures import BOUNDS, Figures, quantile
+from tests.helpers import forks_with_threads
 from tests.helpers.app import FakeTimer, build_app
 
 
@@ -145,6 +146,7 @@ def test_prometheus_exports_real_histograms_per_version() -> None:
     assert errors == {"v1": 0, "v2": 0}
 
 
+@forks_with_threads
 def test_a_forked_child_counts_on_its_own_even_if_a_lock_was_held_at_the_fork() -> None:
     import os
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from benchmarks._cluster_app import WARM, create_app, seed
+from tests.helpers import forks_with_threads
 from tests.helpers.redis_server import PrivateRedis, free_port, stats, wait_for
 
 pytestmark = pytest.mark.redis
@@ -42,6 +43,7 @@ def _child(app: Flask, conn: Any) -> None:
         conn.send(("error", repr(exc)))
 
 
+@forks_with_threads
 def test_a_child_forked_while_redis_locks_are_held_shares_none_of_them(
     redis_apps: Callable[..., Flask], private_redis: PrivateRedis
 ) -> None:

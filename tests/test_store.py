@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flask_tenant_cache import Tenant, TenantIdentifier
 from flask_tenant_cache.resolvers import DualCacheResolver, UnifiedCacheResolver
+from tests.helpers import forks_with_threads
 from tests.helpers.app import CountingLoader, FakeTimer
 from tests.helpers.resolvers import MemoryLoader, run_threads
 
@@ -236,6 +237,7 @@ def in_child(check: Callable[[], None]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@forks_with_threads
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_a_child_forked_during_a_load_loads_for_itself(version: str) -> None:
     parent = os.getpid()
