@@ -1,7 +1,7 @@
 """Where the extension's instructions over bare Flask go: each piece of a v2 request counted
 apart under callgrind.
 
-``python -m benchmarks.callgrind_pieces [--json PATH]``, and part of ``callgrind`` in the full
+``python -m benchmarks.callgrind_pieces [--quick] [--json PATH]`` (``--quick`` changes nothing), and part of ``callgrind`` in the full
 run. Each piece is one statement, run in a request context of the v2 app (string view)
 pushed and preprocessed once, in its own process under callgrind like the whole requests of
 :mod:`benchmarks.callgrind`. The empty statement's count (the loop's own cost) is taken off
@@ -13,14 +13,12 @@ the extension can still remove.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
+from ._report import standalone
 from .callgrind import LOOPS, count
 
 __all__ = ["PIECES", "bench_pieces", "print_pieces"]
@@ -94,16 +92,14 @@ def print_pieces(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.callgrind_pieces", description=__doc__
+    return standalone(
+        "python -m benchmarks.callgrind_pieces",
+        __doc__,
+        "no effect: instruction counts take as long either way",
+        lambda quick: bench_pieces(),
+        print_pieces,
+        argv,
     )
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    result = bench_pieces()
-    print_pieces(result)
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -263,16 +263,22 @@ class SentinelSet:
             client.close()
         return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
 
-    def _watched(self) -> bool:
+    def _from_each_sentinel(self, ask: Callable[[Any], Any]) -> list[Any]:
+        """What ``ask(client)`` answers on each sentinel, each on a connection of its own."""
+        answers = []
         for node in self.sentinels:
             client = node.client()
             try:
-                state = client.sentinel_master(self.name)
+                answers.append(ask(client))
             finally:
                 client.close()
-            if state["num-other-sentinels"] != 2 or state["num-slaves"] != 1:
-                return False
-        return True
+        return answers
+
+    def _watched(self) -> bool:
+        return all(
+            state["num-other-sentinels"] == 2 and state["num-slaves"] == 1
+            for state in self._from_each_sentinel(lambda c: c.sentinel_master(self.name))
+        )
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -338,37 +344,29 @@ class SentinelSet:
             client.close()
 
     def _everyone_says(self, master: Node) -> bool:
-        for node in self.sentinels:
-            client = node.client()
-            try:
-                port = int(client.sentinel_get_master_addr_by_name(self.name)[1])
-            finally:
-                client.close()
-            if port != master.port:
-                return False
-        return True
+        addresses = self._from_each_sentinel(
+            lambda c: c.sentinel_get_master_addr_by_name(self.name)
+        )
+        return all(int(port) == master.port for _, port in addresses)
 
     def _sentinels_see(self, master: Node, replica: Node) -> bool:
         """Every sentinel sees ``master`` up and ``replica`` as its healthy replica: what the
         next failover needs (else it aborts, NOGOODSLAVE, and waits out its timeout)."""
-        for node in self.sentinels:
-            client = node.client()
-            try:
-                state = client.sentinel_master(self.name)
-                replicas = client.sentinel_slaves(self.name)
-            finally:
-                client.close()
-            if state["port"] != master.port or state["flags"] != "master":
-                return False
-            if not any(
+        views = self._from_each_sentinel(
+            lambda c: (c.sentinel_master(self.name), c.sentinel_slaves(self.name))
+        )
+        return all(
+            state["port"] == master.port
+            and state["flags"] == "master"
+            and any(
                 seen["port"] == replica.port
                 and seen["flags"] == "slave"
                 and seen["master-link-status"] == "ok"
                 and seen["master-port"] == master.port
                 for seen in replicas
-            ):
-                return False
-        return True
+            )
+            for state, replicas in views
+        )
 
     def _wait_settled(self, master: Node) -> None:
         def settled() -> bool:
