@@ -1,22 +1,26 @@
 """Instructions per request under callgrind, and a check against the committed baseline.
 
-``python -m benchmarks.callgrind [--check] [--update-baseline] [--json PATH]``. Each app of
-:data:`~benchmarks.wsgi.APPS`, serving each view of :data:`~benchmarks.wsgi.VIEWS` (the string
-view, and the view that reads ``current_tenant``), runs in its own process under
+``python -m benchmarks.callgrind [--check] [--update-baseline] [--json PATH]``. The apps of
+:data:`~benchmarks.wsgi.APPS` serving one view of :data:`~benchmarks.wsgi.VIEWS` (the string
+view, or the view that reads ``current_tenant``) run one after another in one process under
 ``setarch -R valgrind --tool=callgrind`` (no address randomisation, ``PYTHONHASHSEED=0``), so
-the counts are the same run after run, however loaded the machine is. Collection is on only
-inside two ``functools.reduce`` calls that make the requests (``--toggle-collect``), dumped
-after each; the difference of the two over the difference of their request counts is the
-count per request, without start-up, warm-up or the loop's own constant cost.
+the load of the machine does not matter. Collection is on only inside two
+``functools.reduce`` calls per app that make its requests (``--toggle-collect``), dumped after
+each; the difference of the two over the difference of their request counts is the count per
+request, without start-up, warm-up or the loop's own constant cost. Each view is counted in
+:data:`LAYOUTS` processes of different memory layouts, and the figures are the medians
+(:func:`count` says why).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ from typing import Any
 
 from .wsgi import APPS, BARE, VIEWS
 
-__all__ = ["BASELINE", "GROWTH_LIMIT", "bench_callgrind", "check", "count", "main"]
+__all__ = ["BASELINE", "GROWTH_LIMIT", "bench_callgrind", "check", "count", "main", "medians"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = Path(__file__).with_name("callgrind_baseline.json")
@@ -36,33 +40,44 @@ GROWTH_LIMIT = 0.05
 #: Requests per measured loop: the first, then the second (difference: the per-request count).
 FIRST, SECOND = 50, 250
 WARMUP = 50
+#: Memory layouts each count is taken in; the figure is the median over them (see count()).
+LAYOUTS = 5
 
-#: The counted loops, after the child's set-up has defined ``step(_a, _b)``. When the cyclic
-#: collector's passes fall depends on the allocation history (the environment, the paths), and
-#: one full pass in a counted loop moved the figure by tens of thousands of instructions per
-#: request: the heap is frozen and the collector off while counting.
+#: The first lines of every child: ``sys.argv[1]`` is the layout, a number of small objects
+#: allocated before anything is imported, which moves every later object to another address.
+_LAYOUT = """
+import sys
+_layout = [str(i) * 3 for i in range(int(sys.argv[1]) * 37)]
+"""
+
+#: The counted loops, after the child's set-up has made ``steps``, a list of ``step(_a, _b)``
+#: functions counted one after another. When the cyclic collector's passes fall depends on the
+#: allocation history, and one full pass in a counted loop moved the figure by tens of
+#: thousands of instructions per request: the heap is frozen and the collector off while
+#: counting.
 LOOPS = f"""
 import functools, gc
-for _ in range({WARMUP}):
-    step(None, None)
+for step in steps:
+    for _ in range({WARMUP}):
+        step(None, None)
 gc.collect()
 gc.freeze()
 gc.disable()
-functools.reduce(step, range({FIRST}), None)
-functools.reduce(step, range({SECOND}), None)
+for step in steps:
+    functools.reduce(step, range({FIRST}), None)
+    functools.reduce(step, range({SECOND}), None)
 """
 
 _CHILD = (
     """
-import sys
 from benchmarks.wsgi import VIEWS, build_app, check, environ, make_caller
-kind = sys.argv[1]
 view = next(view for view in VIEWS if view.name == sys.argv[2])
-app = build_app(kind, view)
-env = environ()
-check(app, env, view.body, kind if kind in ("v1", "v2") else None)
-call = make_caller(app, env)
-step = lambda _a, _b: call()
+steps = []
+for kind in sys.argv[3:]:
+    app = build_app(kind, view)
+    env = environ()
+    check(app, env, view.body, kind if kind in ("v1", "v2") else None)
+    steps.append(lambda _a, _b, call=make_caller(app, env): call())
 """
     + LOOPS
 )
@@ -87,14 +102,10 @@ def _totals(path: Path) -> int:
 VIEW_KEYS = {"string": None, "tenant": "tenant_view"}
 
 
-def instructions_per_request(kind: str, view: str = "string") -> int:
-    """Ir per request of the app ``kind`` serving ``view``, from one callgrind run."""
-    return count(_CHILD, [kind, view], f"{kind} ({view})")
-
-
-def count(code: str, args: list[str], what: str) -> int:
-    """Ir per step of ``code`` run with ``args``: ``code`` ends with :data:`LOOPS`, and the
-    count is the difference of its two loops over the difference of their steps."""
+def _count_in(layout: int, code: str, args: list[str], steps: int, what: str) -> list[int]:
+    """Ir per step of each of the child's ``steps`` steps, in one process of memory layout
+    ``layout``: each step's two loops are dumped apart (the last dumps, after any the imports
+    made), and its count is the difference of the two over the difference of their steps."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         cmd = [
@@ -104,7 +115,8 @@ def count(code: str, args: list[str], what: str) -> int:
             f"--callgrind-out-file={out}",
             sys.executable,
             "-c",
-            code,
+            _LAYOUT + code,
+            str(layout),
             *args,
         ]
         # A fixed environment: its size moves the stack, and with it the counts of code that
@@ -114,10 +126,54 @@ def count(code: str, args: list[str], what: str) -> int:
         if done.returncode != 0:
             raise RuntimeError(f"callgrind run of {what} failed:\n{done.stderr[-2000:]}")
         dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
-        if len(dumps) < 2:
-            raise RuntimeError(f"callgrind run of {what}: {len(dumps)} dumps, not 2")
-        first, second = (_totals(p) for p in dumps[-2:])
-    return round((second - first) / (SECOND - FIRST))
+        if len(dumps) < 2 * steps:
+            raise RuntimeError(f"callgrind run of {what}: {len(dumps)} dumps, not {2 * steps}")
+        totals = [_totals(p) for p in dumps[-2 * steps :]]
+    return [
+        round((second - first) / (SECOND - FIRST))
+        for first, second in zip(totals[::2], totals[1::2], strict=True)
+    ]
+
+
+def count(code: str, args: list[str], steps: int, what: str) -> tuple[list[int], list[int]]:
+    """Ir per step of each of ``code``'s ``steps`` steps (``code`` ends with :data:`LOOPS`), and of
+    each step over the first: medians over :data:`LAYOUTS` memory layouts.
+
+    Counts do not depend on the machine's load, but they do depend on where objects sit in
+    memory: CPython's type attribute cache is indexed by the address of the attribute's name,
+    so which lookups collide, and miss, moves with every allocation before them (the
+    checkout's path, whether the ``.pyc`` files were there). One process measured the same
+    code 3,000 Ir per request apart in two checkouts. Steps counted in one process share its
+    layout, so a step over the first (an app over bare) is steadier than either alone; the
+    median over layouts takes off what is left. The sources are compiled first, so no child
+    compiles them while another reads them.
+    """
+    for package in ("benchmarks", "flask_tenant_cache"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        runs = list(
+            pool.map(lambda layout: _count_in(layout, code, args, steps, what), range(LAYOUTS))
+        )
+    return medians(runs)
+
+
+def medians(runs: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Of the counts per step of several processes: each step's median, and the median of each
+    step's count over the first step's in the same process (not the difference of medians)."""
+    steps = range(len(runs[0]))
+    return (
+        [round(statistics.median(run[i] for run in runs)) for i in steps],
+        [round(statistics.median(run[i] - run[0] for run in runs)) for i in steps],
+    )
+
+
+def instructions_per_request(view: str = "string") -> dict[str, dict[str, int]]:
+    """Ir per request of every app of :data:`APPS` serving ``view``, and over bare."""
+    counts, over = count(_CHILD, [view, *APPS], len(APPS), f"the apps ({view} view)")
+    return {
+        "ir_per_request": dict(zip(APPS, counts, strict=True)),
+        "over_bare": {k: v for k, v in zip(APPS, over, strict=True) if k != BARE},
+    }
 
 
 def _environment() -> dict[str, Any]:
@@ -132,26 +188,14 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _counted(counts: dict[str, int]) -> dict[str, dict[str, int]]:
-    return {
-        "ir_per_request": counts,
-        "over_bare": {k: v - counts[BARE] for k, v in counts.items() if k != BARE},
-    }
-
-
 def bench_callgrind(quick: bool = False) -> dict[str, Any]:
     """Ir per request of every app and view, and the check against :data:`BASELINE` when it
     exists."""
     started = time.perf_counter()
-    runs = [(kind, view.name) for view in VIEWS for kind in APPS]
-    # Counts do not depend on the load, so the runs can share the cores.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        found = dict(
-            zip(runs, pool.map(lambda run: instructions_per_request(*run), runs), strict=True)
-        )
+    with ThreadPoolExecutor(max_workers=len(VIEWS)) as pool:
+        found = list(pool.map(lambda view: instructions_per_request(view.name), VIEWS))
     result: dict[str, Any] = {}
-    for view in VIEWS:
-        counted = _counted({kind: found[kind, view.name] for kind in APPS})
+    for view, counted in zip(VIEWS, found, strict=True):
         key = VIEW_KEYS[view.name]
         if key is None:
             result.update(counted)

@@ -13,9 +13,7 @@ page can show which part of the extra instructions the extension can still remov
 
 from __future__ import annotations
 
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._report import standalone
@@ -25,7 +23,6 @@ __all__ = ["PIECES", "bench_pieces", "print_pieces"]
 
 _CHILD = (
     """
-import sys
 from flask import request
 from benchmarks.wsgi import VIEWS, build_app, environ
 from flask_tenant_cache import current_resolver_version, current_tenant
@@ -50,8 +47,10 @@ names = {
     "current_tenant": current_tenant,
     "current_resolver_version": current_resolver_version,
 }
-exec("def step(_a, _b):\\n    " + sys.argv[1], names)
-step = names["step"]
+steps = []
+for statement in sys.argv[2:]:
+    exec("def step(_a, _b):\\n    " + statement, names)
+    steps.append(names["step"])
 """
     + LOOPS
 )
@@ -72,15 +71,12 @@ PIECES: tuple[tuple[str, str, str], ...] = (
 
 def bench_pieces() -> dict[str, Any]:
     """Ir of each piece, the loop's own cost taken off."""
-    statements = [stmt for _, stmt, _ in PIECES]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = list(pool.map(lambda stmt: count(_CHILD, [stmt], stmt), statements))
-    empty = counts[0]
+    counts, over = count(_CHILD, [stmt for _, stmt, _ in PIECES], len(PIECES), "the pieces")
     return {
-        "loop_ir": empty,
+        "loop_ir": counts[0],
         "pieces": [
-            {"piece": name, "statement": stmt, "what": what, "ir": ir - empty}
-            for (name, stmt, what), ir in zip(PIECES[1:], counts[1:], strict=True)
+            {"piece": name, "statement": stmt, "what": what, "ir": ir}
+            for (name, stmt, what), ir in zip(PIECES[1:], over[1:], strict=True)
         ],
     }
 

@@ -144,6 +144,14 @@ def test_callgrind_check_fails_without_a_baseline_for_the_tenant_view() -> None:
     assert "no baseline for the tenant view" in found["summary"]
 
 
+def test_callgrind_takes_an_app_over_bare_within_each_process() -> None:
+    # Three processes of different memory layouts, each counting bare then an app: the app's
+    # count over bare is the median of 50, 48 and 70, not the median app less the median bare.
+    counts, over = callgrind.medians([[100, 150], [110, 158], [120, 190]])
+    assert counts == [110, 158]
+    assert over == [0, 50]
+
+
 def test_callgrind_check_skips_another_python() -> None:
     found = callgrind.check(_counts(99_999, 99_999, "3.13.1"), _counts(1, 1))
     assert found["skipped"]
