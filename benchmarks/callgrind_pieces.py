@@ -3,12 +3,13 @@ apart under callgrind.
 
 ``python -m benchmarks.callgrind_pieces [--quick] [--json PATH]`` (``--quick`` changes
 nothing), and part of ``callgrind`` in the full run. Each piece is one statement, run in a
-request context of the v2 app (string view) pushed and preprocessed once, in its own process
-under callgrind like the whole requests of :mod:`benchmarks.callgrind`. The empty
-statement's count (the loop's own cost) is taken off the others. Beside the extension's own
-pieces stand what the floor hook pays and what Flask pays for each hook an app registers
-(``ensure_sync``, which asks ``inspect`` whether the hook is a coroutine function), so the
-page can show which part of the extra instructions the extension can still remove.
+request context of the v2 app (string view) pushed and preprocessed once, the statements one
+after another in one process under callgrind, over the memory layouts of
+:mod:`benchmarks.callgrind`. The empty statement's count (the loop's own cost) in the same
+process is taken off the others. Beside the extension's own pieces stand what the floor hook
+pays and what Flask pays for each hook an app registers (``ensure_sync``, which asks
+``inspect`` whether the hook is a coroutine function), so the page can show which part of
+the extra instructions the extension can still remove.
 """
 
 from __future__ import annotations
