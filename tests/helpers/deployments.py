@@ -349,12 +349,11 @@ class SentinelSet:
         )
         return all(int(port) == master.port for _, port in addresses)
 
-    def _sentinels_see(self, master: Node, replica: Node) -> bool:
+    @staticmethod
+    def _sentinels_see(master: Node, replica: Node, views: list[Any]) -> bool:
         """Every sentinel sees ``master`` up and ``replica`` as its healthy replica: what the
-        next failover needs (else it aborts, NOGOODSLAVE, and waits out its timeout)."""
-        views = self._from_each_sentinel(
-            lambda c: (c.sentinel_master(self.name), c.sentinel_slaves(self.name))
-        )
+        next failover needs (else it aborts, NOGOODSLAVE, and waits out its timeout).
+        ``views``: each sentinel's (master, replicas) state."""
         return all(
             state["port"] == master.port
             and state["flags"] == "master"
@@ -369,16 +368,26 @@ class SentinelSet:
         )
 
     def _wait_settled(self, master: Node) -> None:
+        other = next(node for node in self.servers if node is not master)
+        seen: dict[str, Any] = {}
+
         def settled() -> bool:
             client = master.client()
             try:
-                is_master = client.info("replication")["role"] == "master"
+                seen["master role"] = client.info("replication")["role"]
             finally:
                 client.close()
-            other = next(node for node in self.servers if node is not master)
-            return is_master and self._replicating(other) and self._sentinels_see(master, other)
+            seen["replica syncing"] = self._replicating(other)
+            seen["sentinels"] = self._from_each_sentinel(
+                lambda c: (c.sentinel_master(self.name), c.sentinel_slaves(self.name))
+            )
+            return (
+                seen["master role"] == "master"
+                and seen["replica syncing"]
+                and self._sentinels_see(master, other, seen["sentinels"])
+            )
 
-        wait_for(settled, timeout=60, what="the failover to complete")
+        wait_for(settled, timeout=60, what=lambda: f"the failover to complete; last seen: {seen}")
 
     def close(self) -> None:
         close_all([*self.sentinels, *self.servers])

@@ -18,15 +18,18 @@ from flask import Flask
 SHARED_REDIS_URL = os.environ.get("TENANT_CACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "it") -> Any:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 10.0, what: str | Callable[[], str] = "it"
+) -> Any:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds, saying
+    ``what`` it waited for (a callable: asked then, to say what it saw last)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.01)
 
 
