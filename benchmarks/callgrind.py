@@ -15,7 +15,6 @@ request, without start-up, warm-up or the loop's own constant cost. Each view is
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import platform
@@ -121,7 +120,13 @@ def _count_in(layout: int, code: str, args: list[str], steps: int, what: str) ->
         ]
         # A fixed environment: its size moves the stack, and with it the counts of code that
         # hashes or compares addresses.
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+        # No bytecode is written: see count().
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"callgrind run of {what} failed:\n{done.stderr[-2000:]}")
@@ -145,16 +150,27 @@ def count(code: str, args: list[str], steps: int, what: str) -> tuple[list[int],
     checkout's path, whether the ``.pyc`` files were there). One process measured the same
     code 3,000 Ir per request apart in two checkouts. Steps counted in one process share its
     layout, so a step over the first (an app over bare) is steadier than either alone; the
-    median over layouts takes off what is left. The sources are compiled first, so no child
-    compiles them while another reads them.
+    median over layouts takes off what is left. The project's own ``.pyc`` files are deleted
+    first and none is written, so every child compiles its modules from the same sources: the
+    bytes of a ``.pyc`` depend on the process that wrote it (marshal marks the objects it saw
+    twice; a forced recompile changed 29 of the package's 44 files), and loading other bytes
+    lays the objects out otherwise. With the files some earlier process had written, CI counted
+    2 % more than a run by hand in the same checkout.
     """
-    for package in ("benchmarks", "flask_tenant_cache"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+    _drop_bytecode()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         runs = list(
             pool.map(lambda layout: _count_in(layout, code, args, steps, what), range(LAYOUTS))
         )
     return medians(runs)
+
+
+def _drop_bytecode() -> None:
+    """Delete this interpreter's ``.pyc`` files of the project's packages."""
+    tag = sys.implementation.cache_tag
+    for package in ("benchmarks", "flask_tenant_cache"):
+        for cached in (ROOT / package).rglob(f"__pycache__/*.{tag}.pyc"):
+            cached.unlink(missing_ok=True)
 
 
 def medians(runs: list[list[int]]) -> tuple[list[int], list[int]]:
