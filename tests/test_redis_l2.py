@@ -205,7 +205,13 @@ def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
     lead = get(leader, "initech", first)
     assert loader_of(leader).entered.wait(5)
     follow = get(follower, "initech", second)
-    wait_for(lambda: redis_stats(follower)["waiting"] == 1, what="the follower to wait")
+    wait_for(
+        lambda: redis_stats(follower)["waiting"] == 1,
+        what=lambda: (
+            f"the follower to wait; its Redis counters {redis_stats(follower)}, its "
+            f"loader's calls {loader_of(follower).calls}; the leader's {redis_stats(leader)}"
+        ),
+    )
     # Stopped until the leader's finish has timed out, however late a loaded machine runs the
     # leader's thread: a stall of fixed length (CLIENT PAUSE 1000) could end before the finish
     # was sent.
