@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,12 +58,36 @@ def listening(*apps: Flask, serve: Callable[[Flask], Any] | None = None) -> None
     )
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux: 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port that nothing listens on now."""
+    """A TCP port that nothing listens on now, below the range of outgoing connections.
+
+    A port from that range (what binding port 0 gives) can be taken by any client connection
+    between this check and the server's bind: a cluster node's bus port was, and the node
+    exited with "Address already in use".
+    """
+    low = _ephemeral_low()
+    if low > 20_001:
+        for _ in range(200):
+            port = random.randrange(20_000, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 class PrivateRedis:
