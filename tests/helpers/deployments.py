@@ -238,8 +238,8 @@ class SentinelSet:
         self.servers = [master, Node(server, *sync, "--replicaof", HOST, str(master.port))]
         config = (
             f"sentinel monitor {self.name} {HOST} {master.port} 2\n"
-            # Not less: a loaded 2-core machine stalled a master past 1 s, and the sentinels
-            # failed it over a second time.
+            # Not less: a loaded 2-core machine may stall a master past 1 s, and the sentinels
+            # then fail it over a second time.
             f"sentinel down-after-milliseconds {self.name} 2000\n"
             # Also the pause before the same sentinel may fail the master over again (twice
             # this), which a test that fails over twice must not wait for.
@@ -345,11 +345,15 @@ class SentinelSet:
         finally:
             client.close()
 
-    def _everyone_says(self, master: Node) -> bool:
+    def _masters_named(self) -> set[int]:
+        """The ports of the masters the sentinels name (one when they agree)."""
         addresses = self._from_each_sentinel(
             lambda c: c.sentinel_get_master_addr_by_name(self.name)
         )
-        return all(int(port) == master.port for _, port in addresses)
+        return {int(port) for _, port in addresses}
+
+    def _everyone_says(self, master: Node) -> bool:
+        return self._masters_named() == {master.port}
 
     @staticmethod
     def _sentinels_see(master: Node, replica: Node, views: list[Any]) -> bool:
@@ -380,12 +384,7 @@ class SentinelSet:
         seen: dict[str, Any] = {}
 
         def settled() -> Node | None:
-            ports = {
-                int(port)
-                for _, port in self._from_each_sentinel(
-                    lambda c: c.sentinel_get_master_addr_by_name(self.name)
-                )
-            }
+            ports = self._masters_named()
             seen["masters named"] = sorted(ports)
             if len(ports) != 1:
                 return None
