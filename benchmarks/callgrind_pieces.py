@@ -25,7 +25,7 @@ __all__ = ["PIECES", "bench_pieces", "print_pieces"]
 _CHILD = (
     """
 from flask import request
-from benchmarks.wsgi import VIEWS, build_app, environ
+from benchmarks.wsgi import VIEWS, build_app, environ, recorder_alone
 from flask_tenant_cache import current_resolver_version, current_tenant
 app = build_app("v2", VIEWS[0])
 floor_app = build_app("floor", VIEWS[0])
@@ -37,9 +37,8 @@ ident = state.validator.parse_header("acme")
 names = {
     "app": app,
     "hook": app.before_request_funcs[None][0],
-    "recorder": app.after_request_funcs[None][0],
+    "recorder": recorder_alone(app),
     "floor_hook": floor_app.before_request_funcs[None][0],
-    "response": app.make_response("ok"),
     "decide": state.rollout.decide,
     "ident": ident,
     "req": request._get_current_object(),
@@ -60,7 +59,7 @@ for statement in sys.argv[2:]:
 PIECES: tuple[tuple[str, str, str], ...] = (
     ("empty", "pass", "the counting loop itself (taken off the others)"),
     ("hook", "hook()", "the extension's before_request hook, a v2 hit"),
-    ("recorder", "recorder(response)", "the extension's after_request hook (the figures)"),
+    ("recorder", "recorder()", "the extension's WSGI recorder (the figures)"),
     ("dispatch", "app.ensure_sync(hook)", "what Flask pays per registered hook, before its call"),
     ("floor hook", "floor_hook()", "the floor's before_request hook, for scale"),
     ("flag decision", "decide(ident, req, config)", "the rollout decision, in the hook"),

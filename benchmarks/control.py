@@ -1,7 +1,7 @@
 """The migration control plane: the hit-path cost of the figures, and the guard's reaction time.
 
 Part 1 times whole requests through ``app.wsgi_app`` with the figures recorded (as shipped)
-and with their ``after_request`` recorder taken out, interleaved in one run, and the pieces a
+and with their WSGI recorder taken off, interleaved in one run, and the pieces a
 hit pays: ``Figures.record`` and an uncontended lock. Part 2 serves a guarded app (a plan at
 50 %, Redis at ``$TENANT_CACHE_BENCH_REDIS_URL``) under gunicorn with two sync workers, loads
 it over HTTP, makes every v2 lookup fail, and measures how long until every worker serves v1.
@@ -25,7 +25,7 @@ from ._fixtures import MemoryLoader, make_tenants
 from ._harness import Case, Settings, run_group
 from ._report import print_group, standalone
 from .http_load import ROOT, _free_port, _gunicorn
-from .wsgi import VIEWS, build_app, check, environ, make_caller
+from .wsgi import VIEWS, build_app, check, environ, make_caller, without_recorder
 
 __all__ = ["bench_control", "print_control", "run"]
 
@@ -35,16 +35,10 @@ WITH, WITHOUT = "figures on", "figures off"
 FIGURES_GOAL = 0.05
 
 
-def _without_figures(app: Any) -> Any:
-    funcs = app.after_request_funcs[None]
-    funcs[:] = [f for f in funcs if f.__name__ != "record_request"]
-    return app
-
-
 def bench_figures(settings: Settings) -> dict[str, Any]:
     """Whole-request time with and without the figures, and the cost of one record."""
     loader = MemoryLoader(make_tenants(100))
-    on, off = build_app("v2", VIEWS[0], loader), _without_figures(build_app("v2", VIEWS[0], loader))
+    on, off = build_app("v2", VIEWS[0], loader), without_recorder(build_app("v2", VIEWS[0], loader))
     by_header = environ([("X-Tenant-ID", "acme")])
     for app in (on, off):
         check(app, by_header, VIEWS[0].body, "v2")
@@ -79,7 +73,7 @@ def bench_figures(settings: Settings) -> dict[str, Any]:
             ),
             Case(
                 "Figures.record",
-                "record('v2', 2e-6, 1e-4, False, 200, 1000.0)",
+                "record('v2', 2e-6, 1e-4, False, False, 1000.0)",
                 ns,
                 description="one record (no lock)",
             ),

@@ -19,6 +19,7 @@ from flask_tenant_cache.errors import (
     TenantLookupError,
     TenantNotFound,
 )
+from flask_tenant_cache.figures import TIMING_KEY
 from flask_tenant_cache.identifiers import InvalidIdentifier, TenantIdentifier
 from flask_tenant_cache.state import AppState
 
@@ -41,8 +42,10 @@ REQUESTS = {
 
 
 def _old_hook(state: AppState) -> Callable[[], None]:
-    """The before-request hook as it was before strategies (header, else Host), verbatim: the
-    baseline of this part, which the package no longer holds."""
+    """The before-request hook as it was before strategies (header, else Host): the baseline
+    of this part, which the package no longer holds. Verbatim but for the timing, which it
+    leaves for the recorder as the current hook does, so that only the identification
+    differs."""
     settings = state.settings
     header_key = settings.header_environ_key
     parse_header = state.validator.parse_header
@@ -64,13 +67,11 @@ def _old_hook(state: AppState) -> Callable[[], None]:
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]
 
     def resolve_tenant() -> None:
-        started = timer()
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx_g = g._get_current_object()
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
-        ctx_g._tenant_cache_timing = None
         endpoint = req.endpoint
         if endpoint is None:
             return  # no route matched: the 404 needs no tenant
@@ -103,11 +104,11 @@ def _old_hook(state: AppState) -> Callable[[], None]:
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
-            ctx_g._tenant_cache_timing = (version, started, resolving, timer(), True)
+            environ[TIMING_KEY] = (version, resolving, timer(), True)
             if shadow is not None and sampled():
                 shadow.submit(version, ident, type(exc).__name__)
             raise
-        ctx_g._tenant_cache_timing = (version, started, resolving, timer(), False)
+        environ[TIMING_KEY] = (version, resolving, timer(), False)
         if shadow is not None and sampled():
             shadow.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:

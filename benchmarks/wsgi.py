@@ -22,6 +22,7 @@ from flask_tenant_cache import (
     current_resolver_version,
     current_tenant,
 )
+from flask_tenant_cache.figures import TIMING_KEY, RequestRecorder
 
 from ._fixtures import ACME, MemoryLoader, make_tenants
 from ._harness import Case, GroupResult, Settings, held, run_group
@@ -34,7 +35,9 @@ __all__ = [
     "build_app",
     "environ",
     "make_caller",
+    "recorder_alone",
     "request_goals",
+    "without_recorder",
 ]
 
 BARE, FLOOR = "bare", "floor"
@@ -169,6 +172,28 @@ def make_caller(app: Flask, env: WSGIEnviron) -> Callable[[], Iterable[bytes]]:
         return body
 
     return call
+
+
+def _answer(environ: WSGIEnviron, start_response: Callable[..., object]) -> list[bytes]:
+    start_response("200 OK", [])
+    return []
+
+
+def recorder_alone(app: Flask) -> Callable[[], Iterable[bytes]]:
+    """The extension's figures recorder of ``app`` alone: around a WSGI app that only
+    answers, for a request the hook resolved (what the figures cost a request)."""
+    state = app.extensions["tenant_cache"]
+    resolved = {TIMING_KEY: ("v2", 0.0, 2e-6, False)}
+    return functools.partial(RequestRecorder(_answer, state), resolved, _start_response)
+
+
+def without_recorder(app: Flask) -> Flask:
+    """``app`` with the extension's figures recorder taken off its WSGI stack."""
+    recorder = app.wsgi_app
+    if not isinstance(recorder, RequestRecorder):
+        raise RuntimeError(f"{app.name}: the recorder is not the outer WSGI app")
+    app.wsgi_app = recorder.app  # type: ignore[method-assign]
+    return app
 
 
 def check(app: Flask, env: WSGIEnviron, body: bytes, version: str | None) -> None:

@@ -14,7 +14,7 @@ from werkzeug.local import LocalProxy
 
 from .config import BUILTIN_STRATEGIES, load_settings
 from .errors import AdminAuthRequired, AdminForbidden, MissingTenantIdentifier
-from .figures import make_recorder
+from .figures import RequestRecorder
 from .flags import Decision, FlagProvider, Rollout
 from .hook import current_decision, current_identification, current_tenant_or_none, make_hook
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
@@ -188,12 +188,12 @@ class TenantCache:
         app.extensions[EXTENSION_KEY] = state
         state.hook = make_hook(state)
         app.before_request(state.hook)
-        app.after_request(make_recorder(state))
         app.context_processor(_template_context)
         if "path" in settings.strategies:
             from .path_prefix import install
 
-            install(app, settings.path_prefix)
+            install(app, settings.path_prefix)  # first: it goes inside a ProxyFix
+        app.wsgi_app = RequestRecorder(app.wsgi_app, state)  # type: ignore[method-assign]
 
         from .cli import tenant_cache_cli
         from .views import blueprint

@@ -5,17 +5,15 @@ from __future__ import annotations
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
-
-from flask import Response, g
 
 from ._fork import reset_after_fork
 
 if TYPE_CHECKING:
     from .state import AppState
 
-__all__ = ["BOUNDS", "VERSIONS", "Figures", "make_recorder", "quantile"]
+__all__ = ["BOUNDS", "TIMING_KEY", "VERSIONS", "Figures", "RequestRecorder", "quantile"]
 
 #: The upper bounds of the histogram buckets, in seconds (a last bucket counts the rest):
 #: 1, 2.5 and 5 per decade from 1 µs to 10 s, so a cache hit and a slow load both resolve.
@@ -135,7 +133,7 @@ class Figures:
         self._retired = _Ring(self.slices)
         # Added to every slice number; a reset moves it past the window (see reset_window).
         self._shift = [0]
-        #: ``record(version, resolve, request, error, status, now)``: count one request.
+        #: ``record(version, resolve, request, error, unavailable, now)``: count one request.
         self.record = self._recorder()
 
     @property
@@ -183,10 +181,15 @@ class Figures:
         }
 
         def record(
-            version: str, resolve: float, request: float, error: bool, status: int, now: float
+            version: str,
+            resolve: float,
+            request: float,
+            error: bool,
+            unavailable: bool,
+            now: float,
         ) -> None:
             """Count one request that ``version`` resolved (``error``: its lookup failed)."""
-            resolves, requests, count, resolve_sum, request_sum, errors, unavailable = indexes[
+            resolves, requests, count, resolve_sum, request_sum, errors, answered_503 = indexes[
                 version
             ]
             try:
@@ -205,8 +208,8 @@ class Figures:
             slot[request_sum] += request
             if error:
                 slot[errors] += 1
-            if status == 503:
-                slot[unavailable] += 1
+            if unavailable:
+                slot[answered_503] += 1
 
         return record
 
@@ -307,30 +310,54 @@ def _retire(figures: weakref.ref[Figures], ring: _Ring) -> None:
         owner._retire(ring)
 
 
-def make_recorder(state: AppState) -> Callable[[Response], Response]:
-    """The after_request hook that counts each resolved request and ticks the control plane.
+#: Where the hook leaves a resolved request's ``(version, resolving, resolved, failed)`` for
+#: the recorder: a WSGI key with a dot, which no client header can become.
+TIMING_KEY = "flask_tenant_cache.timing"
 
-    The request time runs from the extension's before_request hook to here: the view and the
-    other hooks, not the WSGI server. A request that ended in an unhandled exception (a 500
-    with no response) is not counted.
+
+class RequestRecorder:
+    """WSGI middleware around ``app.wsgi_app`` that counts each resolved request.
+
+    The request time runs from the moment Flask is handed the request to the moment it has
+    answered (routing, every hook, the view and the response; not the WSGI server, nor a
+    streamed body). A request the extension did not resolve (exempt, no route, no tenant
+    named) is not counted; one that ended in an error is, with its status (500 for an
+    exception that reached the server, as with ``PROPAGATE_EXCEPTIONS``). It runs outside
+    Flask's hooks because Flask pays for every hook it dispatches (``ensure_sync`` asks
+    :mod:`inspect` whether it is a coroutine function) a third of what the record costs.
+
+    :param app: the WSGI app to call, ``app.wsgi_app`` of the Flask app.
+    :param state: the extension's state for that app.
     """
-    figures = state.figures
-    timer = figures.timer
-    control = state.control
-    ticking = control.active
-    current_g = g._get_current_object
 
-    def record_request(response: Response) -> Response:
-        timing = current_g().__dict__.get("_tenant_cache_timing")
-        if timing is not None:
-            version, started, resolving, resolved, failed = timing
-            now = timer()
-            # Looked up each time: a forked child has a record (and a lock) of its own.
-            figures.record(
-                version, resolved - resolving, now - started, failed, response.status_code, now
-            )
-            if ticking and now >= control.next_tick:
-                control.tick()
-        return response
+    def __init__(self, app: Callable[..., Iterable[bytes]], state: AppState) -> None:
+        self.app = app
+        self.figures = state.figures
+        self.control = state.control
+        self.ticking = state.control.active
 
-    return record_request
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        timer = self.figures.timer
+        started = timer()
+        # What a WSGI server answers for an app that raises before it starts the response.
+        status = "500"
+
+        def start(line: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal status
+            status = line
+            return start_response(line, headers, exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            timing = environ.get(TIMING_KEY)
+            if timing is not None:
+                version, resolving, resolved, failed = timing
+                now = timer()
+                self.figures.record(
+                    version, resolved - resolving, now - started, failed, status[:3] == "503", now
+                )
+                if self.ticking and now >= self.control.next_tick:
+                    self.control.tick()

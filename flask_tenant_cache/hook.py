@@ -17,6 +17,7 @@ from .errors import (
     TenantLookupError,
     TenantNotFound,
 )
+from .figures import TIMING_KEY
 from .flags import Decision
 from .identifiers import InvalidIdentifier
 from .resolvers.base import Resolver
@@ -114,14 +115,13 @@ def make_hook(state: AppState) -> Callable[..., None]:
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
     def resolve_tenant(exempt_too: bool = False) -> None:
-        started = timer()
         # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
         req = request._get_current_object()  # type: ignore[attr-defined]
         # Written through its dict: g's __setattr__ is Python code, several times the cost.
         ctx_vars = _current_g().__dict__
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_vars["_tenant_cache_tenant"] = ctx_vars["_tenant_cache_decision"] = None
-        ctx_vars["_tenant_cache_timing"] = ctx_vars["_tenant_cache_identification"] = None
+        ctx_vars["_tenant_cache_identification"] = None
         if not exempt_too:
             rule = req.url_rule  # what ``req.endpoint`` reads, without its property call
             if rule is None:
@@ -138,8 +138,9 @@ def make_hook(state: AppState) -> Callable[..., None]:
                 and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in req.environ
             ):
                 return
+        environ = req.environ
         try:
-            found = identify(req.environ, req)
+            found = identify(environ, req)
         except InvalidIdentifier as exc:
             raise InvalidTenantIdentifier(str(exc)) from None
         if found is None:
@@ -157,11 +158,11 @@ def make_hook(state: AppState) -> Callable[..., None]:
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
-            ctx_vars["_tenant_cache_timing"] = (version, started, resolving, timer(), True)
+            environ[TIMING_KEY] = (version, resolving, timer(), True)
             if shadow is not None and sampled():
                 shadow.submit(version, ident, type(exc).__name__)
             raise
-        ctx_vars["_tenant_cache_timing"] = (version, started, resolving, timer(), False)
+        environ[TIMING_KEY] = (version, resolving, timer(), False)
         if shadow is not None and sampled():
             shadow.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:

@@ -36,10 +36,10 @@ def test_a_request_lands_in_its_version_and_the_window_slides() -> None:
     timer = FakeTimer()
     figures = Figures(timer=timer)
     for _ in range(98):
-        figures.record("v2", 2e-6, 1e-4, error=False, status=200, now=timer())
-    figures.record("v2", 0.2, 0.3, error=False, status=200, now=timer())
-    figures.record("v2", 0.2, 0.3, error=True, status=503, now=timer())
-    figures.record("v1", 3e-6, 1e-4, error=False, status=404, now=timer())
+        figures.record("v2", 2e-6, 1e-4, error=False, unavailable=False, now=timer())
+    figures.record("v2", 0.2, 0.3, error=False, unavailable=False, now=timer())
+    figures.record("v2", 0.2, 0.3, error=True, unavailable=True, now=timer())
+    figures.record("v1", 3e-6, 1e-4, error=False, unavailable=False, now=timer())
     window = figures.window()
     v2 = window["v2"]
     assert (v2["requests"], v2["errors"], v2["unavailable"]) == (100, 1, 1)
@@ -55,7 +55,7 @@ def test_a_request_lands_in_its_version_and_the_window_slides() -> None:
     assert figures.window()["v2"]["requests"] == 0
     assert figures.window()["v2"]["resolve_seconds"]["p99"] is None
     # The since-start totals keep what left the window, including after the ring reuses it.
-    figures.record("v2", 2e-6, 1e-4, error=False, status=200, now=timer())
+    figures.record("v2", 2e-6, 1e-4, error=False, unavailable=False, now=timer())
     totals = figures.histograms()["v2"]
     assert (totals["requests"], totals["errors"], totals["unavailable"]) == (101, 1, 1)
     assert sum(totals["resolve"][0]) == 101
@@ -72,7 +72,7 @@ def test_records_from_many_threads_are_all_counted() -> None:
         barrier.wait()
         for _ in range(each):
             figures.record(
-                "v1" if index % 2 else "v2", 1e-5, 1e-4, error=False, status=200, now=timer()
+                "v1" if index % 2 else "v2", 1e-5, 1e-4, error=False, unavailable=False, now=timer()
             )
             figures.record_shadow(mismatched=index == 0)
 
@@ -118,6 +118,36 @@ def test_requests_are_counted_per_version_with_their_errors_and_503s() -> None:
     assert (figures["v2"]["requests"], figures["v2"]["errors"]) == (1, 0)
     # The fake clock did not move: every time is zero, in the first bucket.
     assert figures["v2"]["request_seconds"]["p99"] == pytest.approx(0.99e-6)
+
+
+@pytest.mark.parametrize("propagate", [False, True], ids=["answered 500", "propagated"])
+def test_a_request_whose_view_raises_is_counted_as_a_500(propagate: bool) -> None:
+    app = build_app(clock=FakeTimer(), TENANT_CACHE_USE_V2=False, PROPAGATE_EXCEPTIONS=propagate)
+
+    @app.route("/boom")
+    def boom() -> str:
+        raise RuntimeError("the view failed")
+
+    client = app.test_client()
+    if propagate:
+        with pytest.raises(RuntimeError, match="the view failed"):
+            client.get("/boom", headers={"X-Tenant-ID": "acme"})
+    else:
+        assert client.get("/boom", headers={"X-Tenant-ID": "acme"}).status_code == 500
+    v1 = _figures(app)["v1"]
+    # Counted, and not as the resolver's error: its lookup succeeded.
+    assert (v1["requests"], v1["errors"], v1["unavailable"]) == (1, 0, 0)
+
+
+def test_the_request_time_spans_what_flask_runs_before_the_extension() -> None:
+    clock = FakeTimer()
+    app = build_app(clock=clock, TENANT_CACHE_USE_V2=False)
+    # Flask runs URL value preprocessors before every before_request function.
+    app.url_value_preprocessor(lambda endpoint, values: clock.advance(0.3))
+    assert app.test_client().get("/whoami", headers={"X-Tenant-ID": "acme"}).status_code == 200
+    v1 = _figures(app)["v1"]
+    assert 0.25 < v1["request_seconds"]["p50"] <= 0.5
+    assert v1["resolve_seconds"]["p50"] <= 1e-6
 
 
 def test_prometheus_exports_real_histograms_per_version() -> None:
@@ -193,7 +223,7 @@ def test_a_thread_that_ends_leaves_its_counts_and_not_its_memory() -> None:
 
     def work() -> None:
         for _ in range(10):
-            figures.record("v2", 1e-5, 1e-4, False, 503, timer())
+            figures.record("v2", 1e-5, 1e-4, False, True, timer())
 
     for _ in range(50):  # a thread per request, as a threaded development server has
         thread = threading.Thread(target=work)
@@ -211,10 +241,10 @@ def test_a_reset_forgets_the_window_at_once_and_keeps_the_totals() -> None:
     timer = FakeTimer()
     figures = Figures(timer=timer)
     for _ in range(5):
-        figures.record("v2", 1e-5, 1e-4, True, 503, timer())
+        figures.record("v2", 1e-5, 1e-4, True, True, timer())
     figures.reset_window()
     assert figures.window()["v2"]["requests"] == 0
-    figures.record("v2", 1e-5, 1e-4, False, 200, timer())  # same slice of time, counted
+    figures.record("v2", 1e-5, 1e-4, False, False, timer())  # same slice of time, counted
     window = figures.window()["v2"]
     assert (window["requests"], window["errors"]) == (1, 0)
     totals = figures.histograms()["v2"]
