@@ -6,9 +6,10 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flask import g, request
+from flask import g
 
 from . import signals
+from ._context import app_context, request_context
 from .config import live_percent
 from .errors import (
     ConflictingTenantIdentifiers,
@@ -115,10 +116,10 @@ def make_hook(state: AppState) -> Callable[..., None]:
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
     def resolve_tenant(exempt_too: bool = False) -> None:
-        # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        # Written through its dict: g's __setattr__ is Python code, several times the cost.
-        ctx_vars = _current_g().__dict__
+        # Read from Flask's context variables, not its proxies (see ._context); g through
+        # its dict: g's __setattr__ is Python code, several times the cost.
+        req = request_context.get().request
+        ctx_vars = app_context.get().g.__dict__
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_vars["_tenant_cache_tenant"] = ctx_vars["_tenant_cache_decision"] = None
         ctx_vars["_tenant_cache_identification"] = None
