@@ -178,7 +178,7 @@ class TenantCache:
             validator=TenantIdentifierValidator(settings.base_domains),
             loader=loader,
             # Read on each decision: a handler registered after init_app still counts.
-            rollout=Rollout(flag_provider, source=lambda: self.flag_provider),
+            rollout=Rollout(flag_provider, source=self),
             redis_source=redis if redis is not None else self.redis,
             timer=timer or self.timer,
             clock=self.clock,

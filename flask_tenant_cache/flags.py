@@ -7,7 +7,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .config import live_flag, live_percent
 from .identifiers import TenantIdentifier
@@ -105,6 +105,12 @@ def parse_override(value: Any) -> Override | None:
     return float(value)
 
 
+class ProviderSource(Protocol):
+    """Where a :class:`Rollout` reads its provider on each decision (the extension)."""
+
+    flag_provider: FlagProvider | None
+
+
 class Rollout:
     """Picks each request's version: the override, else the plan, the provider or the config.
 
@@ -114,15 +120,16 @@ class Rollout:
     both are read live.
 
     :param provider: a callable given a :class:`FlagContext`, answering ``"v1"`` or ``"v2"``.
-    :param source: where to read the provider on each decision when ``provider`` is None (a
-        decorator may register one after ``init_app``).
+    :param source: an object whose ``flag_provider`` is read on each decision when
+        ``provider`` is None (a decorator may register one on the extension after
+        ``init_app``); an attribute, not a call, since it is read on every request.
     """
 
     def __init__(
         self,
         provider: FlagProvider | None = None,
         *,
-        source: Callable[[], FlagProvider | None] | None = None,
+        source: ProviderSource | None = None,
     ) -> None:
         self._provider = provider
         self._source = source
@@ -137,7 +144,7 @@ class Rollout:
         """The flag provider deciding now, or None."""
         if self._provider is not None or self._source is None:
             return self._provider
-        return self._source()
+        return self._source.flag_provider
 
     @provider.setter
     def provider(self, provider: FlagProvider | None) -> None:
@@ -155,7 +162,7 @@ class Rollout:
             return _by_percentage(ident.cache_key, plan, "plan")
         provider = self._provider  # not the property: this runs on every request
         if provider is None and self._source is not None:
-            provider = self._source()
+            provider = self._source.flag_provider
         if provider is not None:
             return self._ask(provider, FlagContext(ident, request, config))
         if config.get("TENANT_CACHE_V2_PERCENT") is not None:
