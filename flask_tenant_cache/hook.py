@@ -54,6 +54,9 @@ def current_identification() -> Identification | None:
     return found
 
 
+_SHADOW_PERCENT = "TENANT_CACHE_SHADOW_PERCENT"
+
+
 def _confirm(
     found: Identification, tenant: Tenant, resolver: Resolver, stats: IdentificationStats
 ) -> Identification:
@@ -112,7 +115,7 @@ def make_hook(state: AppState) -> Callable[..., None]:
     preflight_exempt = settings.exempt_preflight
 
     def sampled() -> bool:
-        rate = live_percent(config, "TENANT_CACHE_SHADOW_PERCENT")
+        rate = live_percent(config, _SHADOW_PERCENT)
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]  # noqa: S311 - sampling, not secrets
 
     def resolve_tenant(exempt_too: bool = False) -> None:
@@ -155,17 +158,19 @@ def make_hook(state: AppState) -> Callable[..., None]:
                 control.tick()  # the shared plan decides this first request too
         decision = ctx_vars["_tenant_cache_decision"] = decide(ident, req, config)
         version = decision.version
+        # A rate unset or 0 is off without a call; any other value is checked by sampled().
+        shadowing = shadow if config.get(_SHADOW_PERCENT) else None
         resolving = timer()
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
             environ[TIMING_KEY] = (version, resolving, timer(), True)
-            if shadow is not None and sampled():
-                shadow.submit(version, ident, type(exc).__name__)
+            if shadowing is not None and sampled():
+                shadowing.submit(version, ident, type(exc).__name__)
             raise
         environ[TIMING_KEY] = (version, resolving, timer(), False)
-        if shadow is not None and sampled():
-            shadow.submit(version, ident, tenant)
+        if shadowing is not None and sampled():
+            shadowing.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:
             # The later names stay unchecked: there is no tenant to check them against.
             ctx_vars["_tenant_cache_identification"] = found._replace(confirmed_by=())
