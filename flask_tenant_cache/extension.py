@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 from flask import Blueprint, Flask, current_app, request
 from werkzeug.local import LocalProxy
 
+from ._context import app_context
 from .config import BUILTIN_STRATEGIES, load_settings
 from .errors import AdminAuthRequired, AdminForbidden, MissingTenantIdentifier
 from .figures import RequestRecorder
@@ -61,7 +62,13 @@ class _TenantProxy(LocalProxy):  # type: ignore[type-arg]
     def __getattribute__(self, name: str) -> Any:
         if name[0] == "_":
             return object.__getattribute__(self, name)
-        return getattr(current_tenant_or_none(), name)
+        # current_tenant_or_none() written out, without its two calls: this runs for every
+        # attribute a view reads (see ._context).
+        try:
+            tenant = app_context.get().g.__dict__.get("_tenant_cache_tenant")
+        except LookupError:
+            tenant = current_tenant_or_none()  # no app context: raises Flask's own error
+        return getattr(tenant, name)
 
     def __bool__(self) -> bool:  # ``if current_tenant:``, as the docs say to test it
         return current_tenant_or_none() is not None
