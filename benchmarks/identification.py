@@ -9,9 +9,10 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask
 
 from flask_tenant_cache import TenantCache, current_rollout_decision, signals
+from flask_tenant_cache._context import app_context, request_context
 from flask_tenant_cache.config import live_percent
 from flask_tenant_cache.errors import (
     InvalidTenantIdentifier,
@@ -43,9 +44,9 @@ REQUESTS = {
 
 def _old_hook(state: AppState) -> Callable[[], None]:
     """The before-request hook as it was before strategies (header, else Host): the baseline
-    of this part, which the package no longer holds. Verbatim but for the timing, which it
-    leaves for the recorder as the current hook does, so that only the identification
-    differs."""
+    of this part, which the package no longer holds. Verbatim but for what the current hook
+    does differently besides identifying (where it leaves the timing, how it reads the
+    contexts, when it asks the shadow sampler), so that only the identification differs."""
     settings = state.settings
     header_key = settings.header_environ_key
     parse_header = state.validator.parse_header
@@ -67,9 +68,8 @@ def _old_hook(state: AppState) -> Callable[[], None]:
         return bool(rate) and random.random() * 100 < rate  # type: ignore[operator]
 
     def resolve_tenant() -> None:
-        # Each proxy resolved once: a proxy lookup costs more than the cache hit itself.
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        ctx_g = g._get_current_object()
+        req = request_context.get().request
+        ctx_g = app_context.get().g
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
         ctx_g._tenant_cache_tenant = ctx_g._tenant_cache_decision = None
         endpoint = req.endpoint
@@ -100,17 +100,18 @@ def _old_hook(state: AppState) -> Callable[[], None]:
                 control.tick()  # the shared plan decides this first request too
         decision = ctx_g._tenant_cache_decision = decide(ident, req, config)
         version = decision.version
+        shadowing = shadow if config.get("TENANT_CACHE_SHADOW_PERCENT") else None
         resolving = timer()
         try:
             tenant = resolvers[version].resolve(ident)
         except TenantLookupError as exc:
             environ[TIMING_KEY] = (version, resolving, timer(), True)
-            if shadow is not None and sampled():
-                shadow.submit(version, ident, type(exc).__name__)
+            if shadowing is not None and sampled():
+                shadowing.submit(version, ident, type(exc).__name__)
             raise
         environ[TIMING_KEY] = (version, resolving, timer(), False)
-        if shadow is not None and sampled():
-            shadow.submit(version, ident, tenant)
+        if shadowing is not None and sampled():
+            shadowing.submit(version, ident, tenant)
         if tenant is None or not tenant.is_active:
             raise TenantNotFound("no tenant answers to this identifier")
         ctx_g._tenant_cache_tenant = tenant
