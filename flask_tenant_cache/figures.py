@@ -356,6 +356,7 @@ class RequestRecorder:
             if timing is not None:
                 version, resolving, resolved, failed = timing
                 now = timer()
+                # Looked up each time: a forked child has a record (and a lock) of its own.
                 self.figures.record(
                     version, resolved - resolving, now - started, failed, status[:3] == "503", now
                 )
