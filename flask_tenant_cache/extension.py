@@ -17,7 +17,13 @@ from .config import BUILTIN_STRATEGIES, load_settings
 from .errors import AdminAuthRequired, AdminForbidden, MissingTenantIdentifier
 from .figures import RequestRecorder
 from .flags import Decision, FlagProvider, Rollout
-from .hook import current_decision, current_identification, current_tenant_or_none, make_hook
+from .hook import (
+    TENANT_KEY,
+    current_decision,
+    current_identification,
+    current_tenant_or_none,
+    make_hook,
+)
 from .identifiers import InvalidIdentifier, TenantIdentifier, TenantIdentifierValidator
 from .loaders import TenantLoader, WarmableTenantLoader
 from .metrics import WarmReport
@@ -65,7 +71,7 @@ class _TenantProxy(LocalProxy):  # type: ignore[type-arg]
         # current_tenant_or_none() written out, without its two calls: this runs for every
         # attribute a view reads (see ._context).
         try:
-            tenant = app_context.get().g.__dict__.get("_tenant_cache_tenant")
+            tenant = app_context.get().g.__dict__.get(TENANT_KEY)
         except LookupError:
             tenant = current_tenant_or_none()  # no app context: raises Flask's own error
         return getattr(tenant, name)

@@ -28,8 +28,17 @@ from .tenant import Tenant
 if TYPE_CHECKING:
     from .state import AppState
 
-__all__ = ["current_decision", "current_identification", "current_tenant_or_none", "make_hook"]
+__all__ = [
+    "TENANT_KEY",
+    "current_decision",
+    "current_identification",
+    "current_tenant_or_none",
+    "make_hook",
+]
 
+
+#: Where the hook keeps the request's tenant on ``g`` (read by ``current_tenant`` too).
+TENANT_KEY = "_tenant_cache_tenant"
 
 #: The ``g`` proxy's own lookup, taken once. Reading ``g.__dict__`` through it costs a tenth
 #: of ``g.get``, which resolves the proxy and calls a Python method on every read.
@@ -38,7 +47,7 @@ _current_g = g._get_current_object
 
 def current_tenant_or_none() -> Tenant | None:
     """The current request's tenant, or None."""
-    tenant: Tenant | None = _current_g().__dict__.get("_tenant_cache_tenant")
+    tenant: Tenant | None = _current_g().__dict__.get(TENANT_KEY)
     return tenant
 
 
@@ -124,7 +133,7 @@ def make_hook(state: AppState) -> Callable[..., None]:
         req = request_context.get().request
         ctx_vars = app_context.get().g.__dict__
         # Cleared first: an app context pushed by the caller (tests, scripts) outlives requests.
-        ctx_vars["_tenant_cache_tenant"] = ctx_vars["_tenant_cache_decision"] = None
+        ctx_vars[TENANT_KEY] = ctx_vars["_tenant_cache_decision"] = None
         ctx_vars["_tenant_cache_identification"] = None
         if not exempt_too:
             rule = req.url_rule  # what ``req.endpoint`` reads, without its property call
@@ -182,7 +191,7 @@ def make_hook(state: AppState) -> Callable[..., None]:
                     found = _confirm(found, tenant, resolvers[version], id_stats)
                     break
         ctx_vars["_tenant_cache_identification"] = found
-        ctx_vars["_tenant_cache_tenant"] = tenant
+        ctx_vars[TENANT_KEY] = tenant
         if resolved.receivers:
             resolved.send(state.app, tenant=tenant, identifier=ident, version=version)
 
