@@ -184,12 +184,12 @@ def recorder_alone(app: Flask) -> Callable[[], Iterable[bytes]]:
     answers, for a request the hook resolved (what the figures cost a request)."""
     state = app.extensions["tenant_cache"]
     resolved = {TIMING_KEY: ("v2", 0.0, 2e-6, False)}
-    return functools.partial(RequestRecorder(_answer, state), resolved, _start_response)
+    return functools.partial(RequestRecorder(_answer, state).__call__, resolved, _start_response)
 
 
 def without_recorder(app: Flask) -> Flask:
     """``app`` with the extension's figures recorder taken off its WSGI stack."""
-    recorder = app.wsgi_app
+    recorder = getattr(app.wsgi_app, "__self__", None)  # init_app installs its __call__
     if not isinstance(recorder, RequestRecorder):
         raise RuntimeError(f"{app.name}: the recorder is not the outer WSGI app")
     app.wsgi_app = recorder.app  # type: ignore[method-assign]

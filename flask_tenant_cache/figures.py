@@ -38,6 +38,8 @@ _WIDTH = 2 * _BLOCK + 2
 _OFFSET = {"v1": 0, "v2": _BLOCK}
 
 Timer = Callable[[], float]
+#: A ring's ``until`` that makes its next record pick its slice again.
+_NEVER = float("-inf")
 
 
 def quantile(q: float, buckets: Sequence[int]) -> float | None:
@@ -66,16 +68,19 @@ class _Ring:
 
     ``state`` is ``(totals, slices)``, replaced as a whole when a slice is reused, so a
     reader that takes it once sees each count either in a slice or in the totals, never in
-    both (a Prometheus counter must never go down).
+    both (a Prometheus counter must never go down). ``slot`` is the slice counted into until
+    the timer reads ``until``, so a record finds it with one comparison.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("slot", "state", "until")
 
     def __init__(self, slices: int) -> None:
         self.state: tuple[list[Any], tuple[list[Any], ...]] = (
             [0] * _WIDTH,
             tuple([-1] + [0] * _WIDTH for _ in range(slices)),
         )
+        self.slot = self.state[1][0]
+        self.until = _NEVER
 
     def roll(self, index: int, epoch: int) -> list[Any]:
         """Reuse slice ``index`` for ``epoch``: its counts join the totals; the new slice."""
@@ -162,15 +167,27 @@ class Figures:
             ring: _Ring = self._local.ring
         except AttributeError:
             ring = self._new_ring()
-        epoch = int(now // self.slice_seconds) + self._shift[0]
+        return ring.slot if now < ring.until else self._advance(ring, now)
+
+    def _advance(self, ring: _Ring, now: float) -> list[Any]:
+        """The slice of ``ring`` that ``now`` falls in, kept as its ``slot`` until it ends."""
+        shift = self._shift[0]
+        step = now // self.slice_seconds
+        epoch = int(step) + shift
         index = epoch % self.slices
         slot = ring.state[1][index]
-        return slot if slot[0] == epoch else ring.roll(index, epoch)
+        if slot[0] != epoch:
+            slot = ring.roll(index, epoch)
+        ring.slot = slot
+        ring.until = (step + 1) * self.slice_seconds
+        if self._shift[0] != shift:
+            # A reset came while this ran, perhaps before its mark was overwritten just above.
+            ring.until = _NEVER
+        return slot
 
     def _recorder(self) -> Callable[..., None]:
         # The hit path: everything it reads bound as a local, no lock, no method lookups.
-        local, new_ring, shift = self._local, self._new_ring, self._shift
-        width, slices = self.slice_seconds, self.slices
+        local, new_ring, advance = self._local, self._new_ring, self._advance
         indexes = {
             version: (
                 base,
@@ -196,11 +213,7 @@ class Figures:
                 ring = local.ring
             except AttributeError:
                 ring = new_ring()
-            epoch = int(now // width) + shift[0]
-            index = epoch % slices
-            slot = ring.state[1][index]
-            if slot[0] != epoch:
-                slot = ring.roll(index, epoch)
+            slot = ring.slot if now < ring.until else advance(ring, now)
             slot[resolves + bisect_left(BOUNDS, resolve)] += 1
             slot[requests + bisect_left(BOUNDS, request)] += 1
             slot[count] += 1
@@ -224,9 +237,13 @@ class Figures:
         """Forget the window (kept in the totals): a guard that was cleared starts afresh.
 
         Slices are numbered on from past the window, so every slice held so far is out of
-        it, and each thread starts a new one (its old one joining the totals) as it records.
+        it, and each thread starts a new one (its old one joining the totals) as it records:
+        the numbering moves first, then every ring is told to pick its slice again.
         """
         self._shift[0] += self.slices + 1
+        with self._lock:
+            for ring in self._rings:
+                ring.until = _NEVER
 
     def _states(self) -> list[tuple[list[Any], tuple[list[Any], ...]]]:
         with self._lock:
@@ -325,6 +342,7 @@ class RequestRecorder:
     exception that reached the server, as with ``PROPAGATE_EXCEPTIONS``). It runs outside
     Flask's hooks because Flask pays for every hook it dispatches (``ensure_sync`` asks
     :mod:`inspect` whether it is a coroutine function) a third of what the record costs.
+    ``init_app`` installs its bound ``__call__`` as ``app.wsgi_app``.
 
     :param app: the WSGI app to call, ``app.wsgi_app`` of the Flask app.
     :param state: the extension's state for that app.

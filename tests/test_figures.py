@@ -249,3 +249,41 @@ def test_a_reset_forgets_the_window_at_once_and_keeps_the_totals() -> None:
     assert (window["requests"], window["errors"]) == (1, 0)
     totals = figures.histograms()["v2"]
     assert (totals["requests"], totals["errors"]) == (6, 5)
+
+
+def test_each_record_lands_in_the_slice_its_time_falls_in() -> None:
+    clock = [0.0]
+    figures = Figures(timer=lambda: clock[0], slice_seconds=10.0, slices=6)
+    for at in (9.999, 10.0, 19.999, 20.0, 69.999):
+        figures.record("v2", 1e-5, 1e-4, False, False, at)
+    clock[0] = 69.999  # the window is the slices from 10 s to 70 s: not the one before 10 s
+    assert figures.window()["v2"]["requests"] == 4
+    clock[0] = 70.0  # now from 20 s: the slice of 10.0 and 19.999 has left
+    assert figures.window()["v2"]["requests"] == 2
+
+
+def test_a_reset_while_a_thread_moves_to_its_next_slice_reaches_that_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record keeps its slice until the slice ends; a reset_window that lands while a
+    thread is picking its new slice must still make that thread's next record start afresh."""
+    from flask_tenant_cache import figures as module
+
+    timer = FakeTimer()
+    figures = Figures(timer=timer)
+    roll = module._Ring.roll
+    resets = []
+
+    def roll_then_reset(ring: Any, index: int, epoch: int) -> list[Any]:
+        fresh = roll(ring, index, epoch)
+        if not resets:
+            resets.append(epoch)
+            figures.reset_window()  # between the new slice and the mark of its end
+        return fresh
+
+    monkeypatch.setattr(module._Ring, "roll", roll_then_reset)
+    figures.record("v2", 1e-5, 1e-4, False, False, timer())  # counted before the reset
+    figures.record("v2", 1e-5, 1e-4, False, False, timer())  # after it: in the window
+    assert resets
+    assert figures.window()["v2"]["requests"] == 1
+    assert figures.histograms()["v2"]["requests"] == 2
