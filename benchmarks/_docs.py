@@ -158,7 +158,8 @@ def _scale(results: dict[str, Any], published: Path, page: Path) -> str:
             rows.append(
                 [
                     f"{size['tenants']:,}",
-                    f"{d['hit_ns']:,.0f} ({size['dict']['hit_ns']:,.0f})",
+                    f"{d['hit_ns']:,.0f} ({size['dict']['hit_ns']:,.0f}; "
+                    f"{size['dict']['identifier_hit_ns']:,.0f})",
                     f"{d['invalidate']['us_median']:,.1f}",
                     wait("invalidate"),
                     f"{d['stats']['us_median']:,.1f}",
@@ -173,7 +174,7 @@ def _scale(results: dict[str, Any], published: Path, page: Path) -> str:
                 f"{version} by store size (medians; reader waits: median / max of the longest)",
                 [
                     "tenants",
-                    "hit ns (dict)",
+                    "hit ns (dict; by identifier)",
                     "invalidate one µs",
                     "reader wait ms",
                     "stats() µs",

@@ -156,6 +156,10 @@ def _scale_wait(ax: Axes, part: dict[str, Any]) -> str:
 
 def _scale_hit(ax: Axes, part: dict[str, Any]) -> str:
     _scale_lines(ax, part, lambda d: d["hit_ns"], ("dict", "v1", "v2"))
+    sizes = [s["tenants"] for s in part["sizes"]]
+    through = [s["dict"]["identifier_hit_ns"] for s in part["sizes"]]
+    ax.plot(sizes, through, ls=":", marker=".", color=_colour("dict"), label="dict, by identifier")
+    ax.legend(fontsize=9, loc="upper left")
     ax.set_ylabel("ns per hit (best round, random tenants)", fontsize=10)
     ax.set_title("resolve() on a hit by store size, against dict.get")
     return "Goal: the hit at 1M tenants within 2x the hit at 1k"

@@ -268,6 +268,9 @@ def _measure(kind: str, count: int) -> dict[str, Any]:
     try:
         if resolver is None:
             result["hit_ns"] = round(_hit_ns(plain.get, [a.cache_key for a in read]), 1)
+            # What a resolver is handed: the identifier, whose key is one more object to read.
+            get = plain.get
+            result["identifier_hit_ns"] = round(_hit_ns(lambda a: get(a.cache_key), read), 1)
         else:
             _check_warm(resolver, tenants)
             result["warm_returned"] = stored
@@ -331,13 +334,16 @@ def scale_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
         growth = data["hit_ns"] / bottom[version]["hit_ns"]
-        dict_growth = top["dict"]["hit_ns"] / bottom["dict"]["hit_ns"]
+        top_dict, bottom_dict = top["dict"], bottom["dict"]
+        dict_growth = top_dict["hit_ns"] / bottom_dict["hit_ns"]
+        through = top_dict["identifier_hit_ns"] / bottom_dict["identifier_hit_ns"]
         goals.append(
             {
                 "goal": f"{version}: hit at {at} within {HIT_GROWTH_GOAL_X:g}x the hit at "
                 f"{bottom['tenants']:,}",
                 "measured": f"x{growth:.2f} ({bottom[version]['hit_ns']:.0f} -> "
-                f"{data['hit_ns']:.0f} ns; a dict x{dict_growth:.2f})",
+                f"{data['hit_ns']:.0f} ns; a dict x{dict_growth:.2f}, x{through:.2f} read "
+                "through the identifiers)",
                 "met": growth <= HIT_GROWTH_GOAL_X,
             }
         )
@@ -380,6 +386,7 @@ def print_scale(result: dict[str, Any]) -> None:
             "tenants",
             "hit ns",
             "dict ns",
+            "by ident",
             "invalidate µs",
             "wait",
             "stats µs",
@@ -402,6 +409,7 @@ def print_scale(result: dict[str, Any]) -> None:
                     f"{size['tenants']:,}",
                     f"{data['hit_ns']:,.0f}",
                     f"{size['dict']['hit_ns']:,.0f}",
+                    f"{size['dict']['identifier_hit_ns']:,.0f}",
                     f"{data['invalidate']['us_median']:,.1f}",
                     wait("invalidate"),
                     f"{data['stats']['us_median']:,.1f}",
