@@ -47,7 +47,7 @@ def follow_a_gated_load(
     The gate opens once the follower waits. Returns both responses, the follower's thread
     (joined for 5 s) and whether the load was claimed in Redis while the leader ran it.
     """
-    loader_of(leader).gate = threading.Event()
+    loader_of(leader).hold()
     first: list[Any] = []
     second: list[Any] = []
     lead = get(leader, slug, first)
@@ -100,7 +100,7 @@ def test_an_invalidation_during_the_load_voids_its_not_found_answer(
     redis_apps: Any, shared_redis: Any
 ) -> None:
     leader, follower = redis_apps(shared_redis), redis_apps(shared_redis)
-    loader_of(leader).gate = threading.Event()
+    loader_of(leader).hold()
     first: list[Any] = []
     lead = get(leader, "nobody", first)
     assert loader_of(leader).entered.wait(5)
@@ -175,7 +175,7 @@ def test_a_waiter_is_woken_by_the_result_not_by_polling(redis_apps: Any, shared_
     follower = redis_apps(shared_redis, TENANT_CACHE_LOAD_TIMEOUT=30)
     listening(follower, serve=lambda app: get(app, "globex", []).join(5))
     calls = count_reads(follower)
-    loader_of(leader).gate = threading.Event()
+    loader_of(leader).hold()
     first: list[Any] = []
     second: list[Any] = []
     lead = get(leader, "acme", first)
@@ -199,7 +199,7 @@ def test_a_stall_during_a_load_does_not_leave_the_waiters_waiting(
         private_redis.config, TENANT_CACHE_LOAD_TIMEOUT=30, TENANT_CACHE_REDIS_SOCKET_TIMEOUT=5
     )
     listening(leader, follower)
-    loader_of(leader).gate = threading.Event()
+    loader_of(leader).hold()
     first: list[Any] = []
     second: list[Any] = []
     lead = get(leader, "initech", first)

@@ -83,7 +83,7 @@ def test_a_load_racing_an_invalidation_does_not_write_l2(
 ) -> None:
     slow, other = redis_apps(shared_redis), redis_apps(shared_redis)
     loader = slow.extensions["test"]["loader"]
-    loader.gate = threading.Event()
+    loader.hold()
     worker = threading.Thread(target=serve, args=(slow,))
     worker.start()
     assert loader.entered.wait(5)  # it read the epoch and went to the database...

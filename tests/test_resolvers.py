@@ -131,7 +131,7 @@ class TestContract:
         self, make: Any, loader: CountingLoader
     ) -> None:
         resolver = make(load_timeout=0.2)
-        loader.gate = threading.Event()
+        loader.hold()
         leader = threading.Thread(target=resolver.resolve, args=(by_slug("acme"),))
         leader.start()
         assert loader.entered.wait(5)
@@ -180,7 +180,7 @@ class TestContract:
     def test_a_load_racing_an_invalidation_does_not_store_its_stale_result(
         self, resolver: Any, loader: CountingLoader, db: MemoryLoader
     ) -> None:
-        loader.gate = threading.Event()
+        loader.hold()
         first: list[Any] = []
         leader = threading.Thread(target=lambda: first.append(resolver.resolve(by_slug("acme"))))
         leader.start()

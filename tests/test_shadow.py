@@ -268,7 +268,7 @@ def test_max_pending_bounds_a_comparer_built_directly(make_app: Callable[..., Fl
     app = make_app()
     state = app.extensions["tenant_cache"]
     loader = loader_of(app)
-    loader.gate = threading.Event()
+    loader.hold()
     comparer = ShadowComparer(app, state.resolvers, timeout=30, workers=1, max_pending=2)
     ident = TenantIdentifier.slug("acme")
     try:

@@ -63,7 +63,7 @@ SEED = [
 
 
 class CountingLoader:
-    """Wraps a loader, counting calls; ``fail`` and ``gate`` inject outages and pauses."""
+    """Wraps a loader, counting calls; ``fail`` and ``hold()`` inject outages and pauses."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -72,6 +72,16 @@ class CountingLoader:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
         self._lock = threading.Lock()
+
+    def hold(self) -> threading.Event:
+        """Pause the loads from now on until the returned gate is set.
+
+        ``entered`` is cleared with it, so a wait on it sees a load that came after the hold,
+        never one that an earlier request (a warm-up, a subscription's first request) ran.
+        """
+        self.gate = threading.Event()
+        self.entered.clear()
+        return self.gate
 
     def load(self, identifier: TenantIdentifier) -> Tenant | None:
         with self._lock:

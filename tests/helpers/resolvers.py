@@ -73,7 +73,7 @@ def run_threads(count: int, target: Callable[[], Any]) -> tuple[list[Any], list[
 
 def open_when_all_wait(resolver: Any, loader: CountingLoader, waiters: int) -> threading.Thread:
     """Hold the loader until ``waiters`` requests wait on its load, then let it finish."""
-    gate = loader.gate = threading.Event()
+    gate = loader.hold()
 
     def open_gate() -> None:
         deadline = time.monotonic() + 10
