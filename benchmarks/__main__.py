@@ -167,12 +167,15 @@ def _eviction(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _callgrind(quick: bool, out: dict[str, Any]) -> list[dict[str, Any]]:
     from .callgrind import bench_callgrind, goals, print_callgrind
+    from .callgrind_http import bench_http_instructions, print_http_instructions
     from .callgrind_pieces import bench_pieces, print_pieces
 
     result = bench_callgrind(quick)
     print_callgrind(result)
     result["pieces"] = bench_pieces()
     print_pieces(result["pieces"])
+    result["http"] = bench_http_instructions(quick)
+    print_http_instructions(result["http"])
     out |= result
     return goals(result)
 

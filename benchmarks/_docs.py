@@ -296,6 +296,20 @@ def _callgrind(results: dict[str, Any], published: Path, page: Path) -> str:
         out.append(f"Against the committed baseline: {part['check']['summary']}\n")
     pieces = [[p["piece"], f"{p['ir']:,}", p["what"]] for p in part["pieces"]["pieces"]]
     out.append(_table("Pieces of a v2 request (callgrind Ir)", ["piece", "Ir", "what"], pieces))
+    if "http" in part:  # results of runs before it was counted have no such table
+        http = part["http"]
+        bare = http["ir_per_request"]["bare"]
+        rows = [
+            [
+                name,
+                f"{ir:,}",
+                f"{http['over_bare'][name]:+,}",
+                f"x{1 + http['over_bare'][name] / bare:.3f}",
+            ]
+            for name, ir in http["ir_per_request"].items()
+        ]
+        title = f"Instructions per HTTP request ({http['server']}; callgrind Ir)"
+        out.append(_table(title, ["app", "Ir", "over bare", "x bare"], rows))
     return "\n".join(out)
 
 

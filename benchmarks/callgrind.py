@@ -30,7 +30,17 @@ from typing import Any
 
 from .wsgi import APPS, BARE, VIEWS
 
-__all__ = ["BASELINE", "GROWTH_LIMIT", "bench_callgrind", "check", "count", "main", "medians"]
+__all__ = [
+    "BASELINE",
+    "GROWTH_LIMIT",
+    "bench_callgrind",
+    "check",
+    "count",
+    "dump_total",
+    "main",
+    "medians",
+    "valgrind",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = Path(__file__).with_name("callgrind_baseline.json")
@@ -82,14 +92,17 @@ for kind in sys.argv[3:]:
 )
 
 
-def _valgrind() -> list[str]:
+def valgrind(*options: str) -> list[str]:
+    """The command prefix that runs a program under callgrind with ``options``, without
+    address randomisation."""
     missing = [tool for tool in ("valgrind", "setarch") if shutil.which(tool) is None]
     if missing:
         raise RuntimeError(f"{' and '.join(missing)} not found: apt-get install valgrind")
-    return ["setarch", "-R", "valgrind", "--tool=callgrind", "--collect-atstart=no"]
+    return ["setarch", "-R", "valgrind", "--tool=callgrind", *options]
 
 
-def _totals(path: Path) -> int:
+def dump_total(path: Path) -> int:
+    """The instructions counted in the callgrind dump ``path``."""
     for line in path.read_text().splitlines():
         if line.startswith("totals:"):
             return int(line.split()[1])
@@ -108,7 +121,7 @@ def _count_in(layout: int, code: str, args: list[str], steps: int, what: str) ->
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         cmd = [
-            *_valgrind(),
+            *valgrind("--collect-atstart=no"),
             "--toggle-collect=functools_reduce",
             "--dump-after=functools_reduce",
             f"--callgrind-out-file={out}",
@@ -133,7 +146,7 @@ def _count_in(layout: int, code: str, args: list[str], steps: int, what: str) ->
         dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
         if len(dumps) < 2 * steps:
             raise RuntimeError(f"callgrind run of {what}: {len(dumps)} dumps, not {2 * steps}")
-        totals = [_totals(p) for p in dumps[-2 * steps :]]
+        totals = [dump_total(p) for p in dumps[-2 * steps :]]
     return [
         round((second - first) / (SECOND - FIRST))
         for first, second in zip(totals[::2], totals[1::2], strict=True)

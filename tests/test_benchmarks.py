@@ -180,3 +180,22 @@ def test_a_part_that_failed_with_a_traceback_renders_as_valid_rst() -> None:
     assert rest.startswith("\n::\n\n")
     assert all(len(line) <= 3 + 88 for line in rest.splitlines())
     assert _docs._last_line(error) in first
+
+
+def test_the_page_shows_the_instructions_per_http_request_over_bare() -> None:
+    counts = {"ir_per_request": {"bare": 10, "floor": 11, "v1": 13, "v2": 12}}
+    part = {
+        **counts,
+        "tenant_view": counts,
+        "pieces": {"pieces": []},
+        "http": {
+            "server": "gunicorn, 1 sync worker",
+            "ir_per_request": {"bare": 900_000, "v2": 912_500, "v1": 918_000},
+            "over_bare": {"bare": 0, "v2": 12_000, "v1": 18_000},
+        },
+    }
+    page = _docs._callgrind({"callgrind": part}, ROOT, ROOT)
+    table = page[page.index("Instructions per HTTP request") :]
+    # Over bare as taken within each layout (the medians'), not the difference of the medians.
+    assert "   * - v2\n     - 912,500\n     - +12,000\n     - x1.013\n" in table
+    assert "   * - v1\n     - 918,000\n     - +18,000\n     - x1.020\n" in table
