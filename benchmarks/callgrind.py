@@ -35,6 +35,7 @@ __all__ = [
     "GROWTH_LIMIT",
     "bench_callgrind",
     "check",
+    "child_env",
     "count",
     "dump_total",
     "main",
@@ -101,6 +102,19 @@ def valgrind(*options: str) -> list[str]:
     return ["setarch", "-R", "valgrind", "--tool=callgrind", *options]
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a counted child, with ``extra``: fixed, because its size moves the
+    stack, and with it the counts of code that hashes or compares addresses; no bytecode is
+    written (see :func:`count`)."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **extra,
+    }
+
+
 def dump_total(path: Path) -> int:
     """The instructions counted in the callgrind dump ``path``."""
     for line in path.read_text().splitlines():
@@ -131,16 +145,9 @@ def _count_in(layout: int, code: str, args: list[str], steps: int, what: str) ->
             str(layout),
             *args,
         ]
-        # A fixed environment: its size moves the stack, and with it the counts of code that
-        # hashes or compares addresses.
-        # No bytecode is written: see count().
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONHASHSEED": "0",
-            "PYTHONPATH": str(ROOT),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"callgrind run of {what} failed:\n{done.stderr[-2000:]}")
         dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import _http_apps
 from ._report import standalone
-from .callgrind import _LAYOUT, LAYOUTS, dump_total, medians, valgrind
+from .callgrind import _LAYOUT, LAYOUTS, child_env, dump_total, medians, valgrind
 from .http_load import APPS, ROOT, TENANTS, _free_port, _get
 
 __all__ = ["bench_http_instructions", "print_http_instructions"]
@@ -101,13 +101,7 @@ def _count(factory: str, layout: int, database: str, slugs: list[str]) -> int:
             *("--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "300"),
             f"benchmarks._http_apps:{factory}",
         ]
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONHASHSEED": "0",
-            "PYTHONPATH": str(ROOT),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            _http_apps.DATABASE_ENV: database,
-        }
+        env = child_env(**{_http_apps.DATABASE_ENV: database})
         log = out / "gunicorn.log"
         with log.open("wb") as sink:
             server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=sink)
