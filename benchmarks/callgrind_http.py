@@ -3,18 +3,18 @@
 ``python -m benchmarks.callgrind_http [--quick] [--json PATH]``, and part of ``http`` in the
 full run. Each app of :data:`~benchmarks.http_load.APPS` is served by one gunicorn sync worker
 inside ``setarch -R valgrind --tool=callgrind --trace-children=yes`` (the worker is a fork of
-the master, so it is counted in a file of its own, and it is instrumented only from its first
-request on), on the ``http`` part's SQLite file of 100 tenants. Once every tenant has been
-asked for and the worker has warmed up, its counters are zeroed and it serves two batches of
-requests (the tenants in turn, a connection each, every answer checked), dumped after each with
-``callgrind_control``: the difference of the two over the difference of their request counts is
-the count per request, without the batches' constant costs. The count is the worker's whole
-request (gunicorn reading and parsing it, Flask, the view, writing the answer), so the
-machine's load does not move it, and the extension's part of a real request reads off it as
-instructions, where the ``http`` part's CPU time per request also holds what the caches make of
-them. Each app is counted in :data:`~benchmarks.callgrind.LAYOUTS` masters of different memory
-layouts, as :func:`benchmarks.callgrind.count` does and for its reasons; the figures are the
-medians, an app's count over bare taken within a layout.
+the master, so it is counted in a file of its own, and it is instrumented only once it has
+answered its first request), on the ``http`` part's SQLite file of 100 tenants. Once every
+tenant has been asked for and the worker has warmed up, its counters are zeroed and it serves
+two batches of requests (the tenants in turn, a connection each, every answer checked), dumped
+after each with ``callgrind_control``: the difference of the two over the difference of their
+request counts is the count per request, without the batches' constant costs. The count is the
+worker's whole request (gunicorn reading and parsing it, Flask, the view, writing the answer),
+so the machine's load does not move it, and the extension's part of a real request reads off it
+as instructions, where the ``http`` part's CPU time per request also holds what the caches make
+of them. Each app is counted in :data:`~benchmarks.callgrind.LAYOUTS` masters of different
+memory layouts, as :func:`benchmarks.callgrind.count` does and for its reasons; the figures are
+the medians, an app's count over bare taken within a layout.
 """
 
 from __future__ import annotations
