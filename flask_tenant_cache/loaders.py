@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
 
 from .identifiers import (
     InvalidIdentifier,
@@ -172,7 +175,7 @@ class SQLAlchemyTenantLoader:
         """The tenant ``identifier`` names, or None; database errors propagate."""
         # The domain table joins in one row per domain: no LIMIT, one tenant's rows at most
         # (slug and domains are unique).
-        with self.db.engine.connect() as conn:
+        with _connect(self.db.engine) as conn:
             rows = conn.execute(self._select().where(self._where(identifier))).all()
         for tenant in self._tenants(rows):
             # The database's lower() may fold more than ASCII: only what _matchable allows
@@ -183,7 +186,7 @@ class SQLAlchemyTenantLoader:
 
     def iter_tenants(self) -> Iterator[Tenant]:
         """Every tenant, read in one query; rows that cannot be a tenant are skipped."""
-        with self.db.engine.connect() as conn:
+        with _connect(self.db.engine) as conn:
             rows = conn.execute(self._select()).all()
         return iter(self._tenants(rows))
 
@@ -239,3 +242,28 @@ def _python_type(column: Any) -> type:
     except NotImplementedError:
         return str
     return python_type
+
+
+#: One lock per pool that hands every thread the same connection (see _connect).
+_SHARED: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+@contextmanager
+def _connect(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection of ``engine``, used by one load at a time where every thread shares one.
+
+    Flask-SQLAlchemy gives an in-memory SQLite database (``sqlite://``) a ``StaticPool``: one
+    DBAPI connection for every thread. Loads run in several threads at once (requests, the
+    shadow comparisons), and two queries at once on that connection fail ("bad parameter or
+    other API misuse"), read rows of None, or crash the interpreter.
+    """
+    pool = engine.pool
+    if not isinstance(pool, StaticPool):
+        with engine.connect() as conn:
+            yield conn
+        return
+    with _SHARED_LOCK:
+        lock = _SHARED.setdefault(pool, threading.Lock())
+    with lock, engine.connect() as conn:
+        yield conn

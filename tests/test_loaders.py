@@ -1,8 +1,10 @@
-"""Tests of loaders.py: ``SQLAlchemyTenantLoader`` on SQLite in memory and on PostgreSQL."""
+"""Tests of loaders.py: ``SQLAlchemyTenantLoader`` on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +39,7 @@ def _create_pg_schema() -> tuple[sa.Engine, str, str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Flask]:
-    """The ``build_app`` app (seeded ``tenants`` table) on SQLite in memory or on PostgreSQL."""
+    """The ``build_app`` app (seeded ``tenants`` table) on a SQLite file or on PostgreSQL."""
     if request.param == "sqlite":
         yield request.getfixturevalue("app")
         return
@@ -682,3 +684,42 @@ def test_postgresql_uses_an_index_on_lower_column() -> None:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_loads_in_several_threads_take_turns_on_an_in_memory_sqlite_connection() -> None:
+    # Flask-SQLAlchemy gives "sqlite://" one connection that every thread shares (StaticPool);
+    # two loads on it at once failed ("bad parameter or other API misuse"), read a row of
+    # None, or crashed Python 3.13. The shadow comparisons load beside the request's own load.
+    app = build_app("sqlite://")
+    loader = app.extensions["test"]["loader"].inner
+    lock = threading.Lock()
+    running = [0, 0]  # now, most ever
+
+    def enter(*_: Any) -> None:
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.02)  # long enough for another thread to come in, if it can
+
+    def leave(*_: Any) -> None:
+        with lock:
+            running[0] -= 1
+
+    answers: list[Any] = []
+
+    def load() -> None:
+        with app.app_context():
+            for slug in ("acme", "globex", "initech"):
+                answers.append(loader.load(TenantIdentifier.slug(slug)).slug)
+
+    with app.app_context():
+        engine = app.extensions["test"]["db"].engine
+    sa.event.listen(engine, "before_cursor_execute", enter)
+    sa.event.listen(engine, "after_cursor_execute", leave)
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(answers) == sorted(["acme", "globex", "initech"] * 4)
+    assert running[1] == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -60,20 +59,19 @@ def name_of(app: Flask) -> str:
 
 @pytest.fixture
 def sentinel_apps(
-    redis_apps: Callable[..., Flask], sentinel_set: SentinelSet, tmp_path: Path
+    redis_apps: Callable[..., Flask], sentinel_set: SentinelSet
 ) -> Callable[[], Flask]:
     """``make()``: an app (a process, as far as Redis can tell) on the Sentinel set.
 
-    Each app has a database file of its own. The default in-memory SQLite is one connection
-    that Flask-SQLAlchemy shares between threads: a load thread's session, ending, rolled back
-    the test's pending rename of the tenant, which was lost (the test then waited in vain for
-    the new name) or failed with "cannot commit - no transaction is active".
+    Each app has a database file of its own, as ``build_app`` gives by default. The in-memory
+    SQLite it gave before is one connection that Flask-SQLAlchemy shares between threads: a
+    load thread's session, ending, rolled back the test's pending rename of the tenant, which
+    was lost (the test then waited in vain for the new name) or failed with "cannot commit -
+    no transaction is active".
     """
     connect = sentinel_client(sentinel_set.sentinel_addresses, sentinel_set.name)
     prefix = unique_prefix()
-    files = itertools.count()
     return lambda: redis_apps(
-        database_uri=f"sqlite:///{tmp_path / f'app{next(files)}.db'}",
         redis=connect,
         TENANT_CACHE_REDIS_PREFIX=prefix,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -111,8 +113,21 @@ class FakeTimer:
         self.now += seconds
 
 
+#: Where each app's own SQLite file goes (removed when the test process ends).
+_DATABASES = tempfile.TemporaryDirectory(prefix="tenant-cache-tests-")
+_NUMBERS = itertools.count()
+
+
+def _own_database() -> str:
+    """A new SQLite file's URI. Not ``sqlite://``: Flask-SQLAlchemy gives an in-memory database
+    one connection that every thread shares, and two threads loading at once on it (a shadow
+    comparison beside the request's own load) made it fail ("bad parameter or other API
+    misuse") or read a row of ``None``."""
+    return f"sqlite:///{_DATABASES.name}/app{next(_NUMBERS)}.db"
+
+
 def build_app(
-    database_uri: str = "sqlite://",
+    database_uri: str | None = None,
     *,
     loader_factory: Callable[..., Any] | None = None,
     flag_provider: Any = None,
@@ -123,6 +138,8 @@ def build_app(
     **config: Any,
 ) -> Flask:
     """An app with the extension, a seeded tenant table and a few views.
+
+    Its database is ``database_uri``, by default a SQLite file of its own.
 
     The loader is a ``CountingLoader`` around ``SQLAlchemyTenantLoader`` unless
     ``loader_factory`` (called like ``SQLAlchemyTenantLoader``) builds it instead;
@@ -135,7 +152,7 @@ def build_app(
     app.config.update(
         {
             "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": database_uri,
+            "SQLALCHEMY_DATABASE_URI": database_uri or _own_database(),
             "TENANT_CACHE_BASE_DOMAINS": ["example.com"],
             "TENANT_CACHE_ADMIN_TOKEN": ADMIN_TOKEN,
             **config,
