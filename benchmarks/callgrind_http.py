@@ -1,7 +1,7 @@
 """Instructions per HTTP request under gunicorn: the ``http`` part's apps, under callgrind.
 
-``python -m benchmarks.callgrind_http [--quick] [--json PATH]``, and part of ``http`` in the
-full run. Each app of :data:`~benchmarks.http_load.APPS` is served by one gunicorn sync worker
+``python -m benchmarks.callgrind_http [--quick] [--json PATH]``, and part of ``callgrind`` in
+the full run. Each app of :data:`~benchmarks.http_load.APPS` is served by one gunicorn sync worker
 inside ``setarch -R valgrind --tool=callgrind --trace-children=yes`` (the worker is a fork of
 the master, so it is counted in a file of its own, and it is instrumented only once it has
 answered its first request), on the ``http`` part's SQLite file of 100 tenants. Once every
@@ -31,7 +31,7 @@ from typing import Any
 from . import _http_apps
 from ._report import standalone
 from .callgrind import _LAYOUT, LAYOUTS, child_env, dump_total, medians, valgrind
-from .http_load import APPS, ROOT, TENANTS, _free_port, _get
+from .http_load import APPS, ROOT, TENANTS, Server, _free_port, _get
 
 __all__ = ["bench_http_instructions", "print_http_instructions"]
 
@@ -104,21 +104,13 @@ def _count(factory: str, layout: int, database: str, slugs: list[str]) -> int:
         env = child_env(**{_http_apps.DATABASE_ENV: database})
         log = out / "gunicorn.log"
         with log.open("wb") as sink:
-            server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+            process = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=sink, stderr=sink, start_new_session=True
+            )
+        server = Server(factory, None, port, process, log, token="")
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    _request(port, slugs[0])
-                    break
-                except OSError as error:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        tail = log.read_text(errors="replace")[-2000:]
-                        raise RuntimeError(
-                            f"gunicorn ({factory}) did not answer:\n{tail}"
-                        ) from error
-                    time.sleep(0.5)
-            worker = _worker(server.pid)
+            server.wait_ready(timeout=300)  # valgrind starts Python slowly
+            worker = _worker(process.pid)
             _control(worker, "--instr=on")
             for i in range(len(slugs) + WARMUP):
                 _request(port, slugs[i % len(slugs)])
@@ -129,8 +121,7 @@ def _count(factory: str, layout: int, database: str, slugs: list[str]) -> int:
                     _request(port, slugs[i % len(slugs)])
                 totals.append(dump_total(_dump(worker, out, dumps)))
         finally:
-            server.terminate()
-            server.wait(60)
+            server.stop()
     return round((totals[1] - totals[0]) / (SECOND - FIRST))
 
 
